@@ -1,0 +1,260 @@
+"""The command line: `microfetch <command>` and `add_taxa.py`.
+
+Only this module picks exit codes: 0 success, 2 bad input or usage, 1 a failed operation.
+Heavy libraries (pandas, flask, paramiko) are imported inside the commands that need them,
+so that `add_taxa.py` starts fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+
+from backend import __version__
+from backend.errors import EXIT_OK, EXIT_USAGE, MicrofetchError, UsageError
+from backend.registry import Registry, Taxon, parse_taxon_id
+from backend.settings import Settings, load_settings
+from backend.timeutil import relative, utc_now
+
+Command = Callable[[argparse.Namespace, Settings], int]
+
+
+def _taxon_id(text: str) -> int:
+    try:
+        return parse_taxon_id(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"taxonomy id {exc}") from None
+
+
+def _registry(settings: Settings) -> Registry:
+    registry = Registry.from_settings(settings)
+    registry.ensure_ready()
+    return registry
+
+
+def _setup_logs(settings: Settings, console: bool = False) -> None:
+    from backend.logs import setup_logging
+
+    assert settings.log_dir is not None
+    setup_logging(settings.log_dir, json=settings.log_json, level=settings.log_level,
+                  console=console)
+
+
+# add-taxa ---------------------------------------------------------------------------------
+
+
+def _add_add_taxa_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("ids", nargs="*", metavar="ID", help="NCBI taxonomy ids to add")
+    parser.add_argument("--priority", type=int, default=0, help="priority of new taxa (default 0)")
+    parser.add_argument(
+        "--offline", action="store_true", help="do not look the ids up in ENA's taxonomy"
+    )
+
+
+def cmd_add_taxa(args: argparse.Namespace, settings: Settings) -> int:
+    """Add taxa; one line per id, then a summary; exit 2 when any id was rejected."""
+    from backend.add_taxa import add_taxa, summary
+
+    given = list(args.ids) + list(getattr(args, "extra", []))
+    if not given:
+        raise UsageError("no taxonomy ids given; usage: add_taxa.py ID [ID ...], e.g. add_taxa.py 562")
+    registry = _registry(settings)
+    lookup = None if args.offline else _taxonomy_lookup(settings)
+    outcomes = add_taxa(registry, given, priority=args.priority, lookup=lookup)
+    for outcome in outcomes:
+        print(outcome.line(), file=sys.stderr if outcome.result == "rejected" else sys.stdout)
+    print(summary(outcomes))
+    return EXIT_USAGE if any(o.result == "rejected" for o in outcomes) else EXIT_OK
+
+
+def _taxonomy_lookup(settings: Settings) -> Callable[[int], str] | None:
+    """ENA's taxonomy look-up, once the ENA client exists."""
+    try:
+        from backend.ena import taxonomy_lookup
+    except ImportError:
+        return None
+    return taxonomy_lookup(settings)
+
+
+# status -----------------------------------------------------------------------------------
+
+
+def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    registry = _registry(settings)
+    rows = registry.load()
+    if args.ids:
+        known = {row.taxonomy_id: row for row in rows}
+        missing = [taxon for taxon in args.ids if taxon not in known]
+        if missing:
+            raise UsageError(
+                f"taxon {', '.join(map(str, missing))} is not in the registry {registry.path}; "
+                "run `microfetch status` to see every taxon"
+            )
+        rows = [known[taxon] for taxon in args.ids]
+    if args.json:
+        print(json.dumps([row.to_json() for row in rows], indent=2))
+    else:
+        print(format_table(rows))
+    return EXIT_OK
+
+
+def format_table(rows: Sequence[Taxon]) -> str:
+    """A readable table of registry rows."""
+    if not rows:
+        return "The registry is empty. Add taxa with `add_taxa.py ID [ID ...]`."
+    now = utc_now()
+    header = ("taxon", "name", "stage", "status", "last checked", "workers", "priority",
+              "needs attention")
+    lines = [header] + [
+        (
+            str(row.taxonomy_id),
+            _clip(row.scientific_name, 30),
+            row.stage.value,
+            row.last_run_status.value or "new",
+            relative(row.last_checked, now),
+            str(len(row.droplet_ips)),
+            str(row.priority),
+            _clip(row.needs_attention, 50),
+        )
+        for row in rows
+    ]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
+        for line in lines
+    )
+
+
+def _clip(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+# admin ------------------------------------------------------------------------------------
+
+
+def cmd_attention(args: argparse.Namespace, settings: Settings) -> int:
+    registry = _registry(settings)
+    if args.action == "set":
+        reason = args.reason.strip()
+        if not reason:
+            raise UsageError("--reason is empty; say why the taxon is parked, e.g. --reason 'disk full'")
+        registry.update(args.id, needs_attention=reason)
+        print(f"taxon {args.id} parked: {reason}")
+    else:
+        row = registry.get(args.id)
+        registry.update(args.id, needs_attention="")
+        was = f" (was: {row.needs_attention})" if row.needs_attention else " (it was not parked)"
+        print(f"taxon {args.id} released{was}")
+    return EXIT_OK
+
+
+def cmd_priority(args: argparse.Namespace, settings: Settings) -> int:
+    registry = _registry(settings)
+    old = registry.get(args.id).priority
+    registry.update(args.id, priority=args.priority)
+    print(f"taxon {args.id} priority {old} -> {args.priority}")
+    return EXIT_OK
+
+
+def cmd_remove_taxa(args: argparse.Namespace, settings: Settings) -> int:
+    registry = _registry(settings)
+    with registry.transaction() as table:
+        for taxon_id in args.ids:
+            table.row(taxon_id)  # every id must exist before anything is removed
+        for taxon_id in args.ids:
+            del table[taxon_id]
+    for taxon_id in args.ids:
+        print(f"removed {taxon_id} from the registry")
+    print(f"files under {settings.data_dir} were kept (metadata, accession lists, genomes)")
+    return EXIT_OK
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    _registry(settings)
+    _setup_logs(settings, console=True)
+    print(
+        "microfetch serve: the registry, add_taxa.py, status and the admin commands work; "
+        "the daemon (heartbeat, collector, web server) is not built yet, so nothing runs."
+    )
+    return EXIT_OK
+
+
+# parser -----------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="microfetch", description="Keep a local copy of ENA sequencing runs up to date."
+    )
+    parser.add_argument("--version", action="version", version=f"microfetch {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    add = sub.add_parser("add-taxa", help="add taxonomy ids to the registry")
+    _add_add_taxa_arguments(add)
+    add.set_defaults(func=cmd_add_taxa)
+
+    status = sub.add_parser("status", help="show the registry")
+    status.add_argument("ids", nargs="*", type=_taxon_id, metavar="ID")
+    status.add_argument("--json", action="store_true", help="typed JSON instead of a table")
+    status.set_defaults(func=cmd_status)
+
+    attention = sub.add_parser("attention", help="park or release a taxon by hand")
+    att_sub = attention.add_subparsers(dest="action", required=True, metavar="ACTION")
+    att_set = att_sub.add_parser("set", help="park a taxon: the daemon leaves it alone")
+    att_set.add_argument("id", type=_taxon_id)
+    att_set.add_argument("--reason", required=True, help="why a person must look")
+    att_clear = att_sub.add_parser("clear", help="release a parked taxon")
+    att_clear.add_argument("id", type=_taxon_id)
+    attention.set_defaults(func=cmd_attention)
+
+    priority = sub.add_parser("priority", help="change a taxon's priority (higher goes first)")
+    priority.add_argument("id", type=_taxon_id)
+    priority.add_argument("priority", type=int)
+    priority.set_defaults(func=cmd_priority)
+
+    remove = sub.add_parser("remove-taxa", help="remove taxa from the registry (files are kept)")
+    remove.add_argument("ids", nargs="+", type=_taxon_id, metavar="ID")
+    remove.set_defaults(func=cmd_remove_taxa)
+
+    serve = sub.add_parser("serve", help="run the daemon and the web server")
+    serve.set_defaults(func=cmd_serve)
+    return parser
+
+
+def _run(parser: argparse.ArgumentParser, argv: Sequence[str] | None,
+         allow_extra: bool = False) -> int:
+    args, extra = parser.parse_known_args(argv)
+    if extra and not (allow_extra or getattr(args, "func", None) is cmd_add_taxa):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.extra = extra  # add-taxa: things that look like options are ids to reject
+    try:
+        settings = load_settings()
+        return args.func(args, settings)
+    except MicrofetchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of `microfetch`."""
+    return _run(build_parser(), argv)
+
+
+def add_taxa_main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of `add_taxa.py ID...`."""
+    parser = argparse.ArgumentParser(
+        prog="add_taxa.py", description="Add NCBI taxonomy ids to the microfetch registry."
+    )
+    _add_add_taxa_arguments(parser)
+    parser.set_defaults(func=cmd_add_taxa)
+    return _run(parser, argv, allow_extra=True)
+
+
+def console_main() -> None:
+    sys.exit(main())
+
+
+def console_add_taxa() -> None:
+    sys.exit(add_taxa_main())

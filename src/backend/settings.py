@@ -1,0 +1,440 @@
+"""Every setting, read once from environment variables into a frozen, validated object.
+
+Each field of :class:`Settings` names its environment variable, its meaning and its parser
+in the field's metadata; the README's and the docs' settings tables are checked against
+these fields by a test, so the three cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from backend.errors import SettingsError
+
+Parser = Callable[[str], Any]
+
+
+class _Invalid(ValueError):
+    """Raised by a parser with the text of what was expected."""
+
+
+def _int(low: int, high: int | None = None, unit: str = "") -> Parser:
+    def parse(text: str) -> int:
+        try:
+            value = int(text.strip())
+        except ValueError:
+            value = None
+        if value is None or value < low or (high is not None and value > high):
+            upper = f" and at most {high}" if high is not None else ""
+            raise _Invalid(f"a whole number{unit} of at least {low}{upper}")
+        return value
+
+    return parse
+
+
+def _float(low: float, high: float | None = None, unit: str = "") -> Parser:
+    def parse(text: str) -> float:
+        try:
+            value = float(text.strip())
+        except ValueError:
+            value = None
+        if value is None or value != value or value < low or (high is not None and value > high):
+            upper = f" and at most {high}" if high is not None else ""
+            raise _Invalid(f"a number{unit} of at least {low}{upper}")
+        return value
+
+    return parse
+
+
+def _bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off", ""}:
+        return False
+    raise _Invalid("true or false")
+
+
+def _text(text: str) -> str:
+    return text.strip()
+
+
+def _path(text: str) -> Path:
+    if not text.strip():
+        raise _Invalid("a file or folder path")
+    return Path(text.strip()).expanduser()
+
+
+def _optional_path(text: str) -> Path | None:
+    return _path(text) if text.strip() else None
+
+
+def _choice(*options: str) -> Parser:
+    def parse(text: str) -> str:
+        value = text.strip().lower()
+        if value not in options:
+            raise _Invalid("one of " + ", ".join(options))
+        return value
+
+    return parse
+
+
+def _words(text: str) -> tuple[str, ...]:
+    """A comma-separated list; blanks dropped."""
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def _upper_words(text: str) -> tuple[str, ...]:
+    words = tuple(word.upper() for word in _words(text))
+    if not words:
+        raise _Invalid("a comma-separated list with at least one value")
+    return words
+
+
+_HOST_PORT = re.compile(r"^[A-Za-z0-9.-]+(:\d{1,5})?$")
+
+
+def _hosts(text: str) -> tuple[str, ...]:
+    hosts = tuple(host.lower() for host in _words(text))
+    bad = [host for host in hosts if not _HOST_PORT.match(host)]
+    if bad or not hosts:
+        raise _Invalid("comma-separated host or host:port names, e.g. ftp.sra.ebi.ac.uk")
+    return hosts
+
+
+def _url(text: str) -> str:
+    value = text.strip().rstrip("/")
+    if not re.match(r"^https?://[^/\s]+", value):
+        raise _Invalid("an http:// or https:// URL")
+    return value
+
+
+def _optional_url(text: str) -> str:
+    return _url(text) if text.strip() else ""
+
+
+def _bind(text: str) -> str:
+    host, sep, port = text.strip().rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise _Invalid("host:port, e.g. 127.0.0.1:8000 or 0.0.0.0:8000")
+    return text.strip()
+
+
+def _setting(env: str, default: Any, parse: Parser, help: str, shown: str | None = None) -> Any:
+    """A dataclass field that knows its environment variable, parser and documentation."""
+    meta = {"env": env, "parse": parse, "help": help, "shown": shown}
+    if isinstance(default, tuple | list):
+        return field(default=tuple(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """microfetch's configuration; build it with :func:`load_settings`."""
+
+    # Files and logs
+    csv_path: Path = _setting(
+        "MICROFETCH_CSV", Path("microfetch.csv"), _path, "Path of the taxon registry.",
+        shown="./microfetch.csv",
+    )
+    data_dir: Path = _setting(
+        "MICROFETCH_DATA_DIR", Path("data"), _path,
+        "Folder for ENA metadata, accession lists, genomes, staging and worker records.",
+        shown="./data",
+    )
+    log_dir: Path | None = _setting(
+        "MICROFETCH_LOG_DIR", None, _optional_path,
+        "Folder for the main log and one log per taxon (`<taxon_id>.log`).",
+        shown="<data dir>/logs",
+    )
+    history_path: Path | None = _setting(
+        "MICROFETCH_HISTORY", None, _optional_path,
+        "JSON-lines log of every registry change (time, taxon, field, old, new, actor).",
+        shown="<data dir>/history.jsonl",
+    )
+    history_max_bytes: int = _setting(
+        "MICROFETCH_HISTORY_MAX_BYTES", 10_000_000, _int(10_000, unit=" of bytes"),
+        "Size at which the history log is rotated (5 old files are kept).",
+    )
+    log_json: bool = _setting(
+        "MICROFETCH_LOG_JSON", False, _bool, "Write log files as JSON lines instead of text."
+    )
+    log_level: str = _setting(
+        "MICROFETCH_LOG_LEVEL", "INFO", _choice("debug", "info", "warning", "error"),
+        "Lowest level written to the logs.",
+    )
+    pipeline_dir: Path | None = _setting(
+        "MICROFETCH_PIPELINE_DIR", None, _optional_path,
+        "Folder of the worker pipeline (`main.nf`, `bin/`) copied to each worker.",
+        shown="the `nextflow/` folder of this checkout",
+    )
+
+    # ENA
+    ena_portal_url: str = _setting(
+        "MICROFETCH_ENA_PORTAL_URL", "https://www.ebi.ac.uk/ena/portal/api", _url,
+        "Base URL of ENA's Portal API (search and count).",
+    )
+    ena_taxonomy_url: str = _setting(
+        "MICROFETCH_ENA_TAXONOMY_URL", "https://www.ebi.ac.uk/ena/taxonomy/rest", _url,
+        "Base URL of ENA's taxonomy service (used to check new ids).",
+    )
+    ena_tax_match: str = _setting(
+        "MICROFETCH_ENA_TAX_MATCH", "tree", _choice("tree", "eq"),
+        "`tree` asks for the taxon and all its descendants (`tax_tree`), `eq` for the "
+        "taxon alone (`tax_eq`).",
+    )
+    ena_timeout: float = _setting(
+        "MICROFETCH_ENA_TIMEOUT", 60.0, _float(1, unit=" of seconds"),
+        "Connect and read timeout of each ENA request, in seconds.",
+    )
+    ena_retries: int = _setting(
+        "MICROFETCH_ENA_RETRIES", 5, _int(0, 20),
+        "Retries of an ENA request after 429, 5xx, a dropped connection or a timeout.",
+    )
+    ena_max_rps: float = _setting(
+        "MICROFETCH_ENA_MAX_RPS", 10.0, _float(0.1, 49, unit=" of requests per second"),
+        "Most requests per second sent to ENA (ENA refuses over 50).",
+    )
+
+    # Selection
+    select_platforms: tuple[str, ...] = _setting(
+        "MICROFETCH_SELECT_PLATFORMS", ("ILLUMINA",), _upper_words,
+        "Wanted `instrument_platform` values, comma-separated.",
+    )
+    select_strategies: tuple[str, ...] = _setting(
+        "MICROFETCH_SELECT_STRATEGIES", ("WGS",), _upper_words,
+        "Wanted `library_strategy` values, comma-separated.",
+    )
+    select_sources: tuple[str, ...] = _setting(
+        "MICROFETCH_SELECT_SOURCES", ("GENOMIC",), _upper_words,
+        "Wanted `library_source` values, comma-separated.",
+    )
+    select_layouts: tuple[str, ...] = _setting(
+        "MICROFETCH_SELECT_LAYOUTS", ("PAIRED",), _upper_words,
+        "Wanted `library_layout` values, comma-separated.",
+    )
+    min_bases: int = _setting(
+        "MICROFETCH_MIN_BASES", 0, _int(0, unit=" of bases"),
+        "Runs with a smaller `base_count` are excluded (`min_bases`).",
+    )
+    fastq_hosts: tuple[str, ...] = _setting(
+        "MICROFETCH_FASTQ_HOSTS", ("ftp.sra.ebi.ac.uk",), _hosts,
+        "Hosts (`host` or `host:port`, comma-separated) FASTQ paths may point to.",
+    )
+    fastq_scheme: str = _setting(
+        "MICROFETCH_FASTQ_SCHEME", "https", _choice("https", "http", "ftp"),
+        "Scheme of the URLs workers download from.",
+    )
+
+    # Workers and collection
+    backend: str = _setting(
+        "MICROFETCH_BACKEND", "local", _choice("local", "ssh", "digitalocean"),
+        "Where workers run: `local` (this machine), `ssh` (your hosts) or `digitalocean`.",
+    )
+    max_workers: int = _setting(
+        "MICROFETCH_MAX_WORKERS", 2, _int(1, 1000),
+        "Most live workers at once, across all taxa (the budget guard).",
+    )
+    max_attempts: int = _setting(
+        "MICROFETCH_MAX_ATTEMPTS", 3, _int(1, 100),
+        "Failed fetches of one run before it is excluded with `failed_attempts`.",
+    )
+    chunk_max_runs: int = _setting(
+        "MICROFETCH_CHUNK_MAX_RUNS", 200, _int(1),
+        "Most runs in one chunk (one worker).",
+    )
+    worker_disk_gb: float = _setting(
+        "MICROFETCH_WORKER_DISK_GB", 100.0, _float(0.001, unit=" of GB"),
+        "Disk of a local or SSH worker, in GB; DigitalOcean uses the size's disk.",
+    )
+    disk_headroom: float = _setting(
+        "MICROFETCH_DISK_HEADROOM", 0.2, _float(0, 0.9),
+        "Fraction of a disk kept free, on workers and at home.",
+    )
+    rsync_timeout: int = _setting(
+        "MICROFETCH_RSYNC_TIMEOUT", 300, _int(5, unit=" of seconds"),
+        "rsync I/O timeout: a transfer that moves nothing this long fails and is resumed later.",
+    )
+    worker_max_age_hours: float = _setting(
+        "MICROFETCH_WORKER_MAX_AGE_HOURS", 48.0, _float(0.01, unit=" of hours"),
+        "A worker older than this is flagged in `needs_attention`.",
+    )
+    orphan_grace_seconds: int = _setting(
+        "MICROFETCH_ORPHAN_GRACE_SECONDS", 900, _int(0, unit=" of seconds"),
+        "A live worker without a record is left alone this long before it is destroyed.",
+    )
+
+    # Daemon and web
+    bind: str = _setting(
+        "MICROFETCH_BIND", "127.0.0.1:8000", _bind, "Address the web server listens on."
+    )
+    callback_url: str = _setting(
+        "MICROFETCH_CALLBACK_URL", "", _optional_url,
+        "Base URL workers call back to.", shown="http://<MICROFETCH_BIND>",
+    )
+    heartbeat_seconds: int = _setting(
+        "MICROFETCH_HEARTBEAT_SECONDS", 60, _int(1, unit=" of seconds"),
+        "Interval of the heartbeat job that advances the due taxon.",
+    )
+    collect_seconds: int = _setting(
+        "MICROFETCH_COLLECT_SECONDS", 60, _int(1, unit=" of seconds"),
+        "Interval of the collector job.",
+    )
+    reconcile_seconds: int = _setting(
+        "MICROFETCH_RECONCILE_SECONDS", 300, _int(1, unit=" of seconds"),
+        "Interval of the reconciler job.",
+    )
+    recheck_hours: float = _setting(
+        "MICROFETCH_RECHECK_HOURS", 24.0, _float(0, unit=" of hours"),
+        "A complete taxon is checked against ENA again after this long.",
+    )
+    shutdown_grace_seconds: int = _setting(
+        "MICROFETCH_SHUTDOWN_GRACE_SECONDS", 30, _int(1, unit=" of seconds"),
+        "On SIGTERM, how long running jobs get to finish.",
+    )
+    admin_token: str = _setting(
+        "MICROFETCH_ADMIN_TOKEN", "", _text,
+        "Token for admin actions in the web app; when empty they are disabled.",
+    )
+    alert_webhook: str = _setting(
+        "MICROFETCH_ALERT_WEBHOOK", "", _optional_url,
+        "Slack-compatible webhook told when a taxon needs attention.",
+    )
+
+    # SSH hosts
+    ssh_hosts: tuple[str, ...] = _setting(
+        "MICROFETCH_SSH_HOSTS", (), _words,
+        "For the `ssh` backend: comma-separated `user@host[:port]`.",
+    )
+    ssh_key: Path | None = _setting(
+        "MICROFETCH_SSH_KEY", None, _optional_path,
+        "Private key for the `ssh` backend's hosts.",
+    )
+    ssh_known_hosts: Path | None = _setting(
+        "MICROFETCH_SSH_KNOWN_HOSTS", None, _optional_path,
+        "known_hosts file pinning the `ssh` backend's host keys (OpenSSH format).",
+    )
+    ssh_workers_per_host: int = _setting(
+        "MICROFETCH_SSH_WORKERS_PER_HOST", 1, _int(1, 100),
+        "Most workers at once on one SSH host.",
+    )
+    ssh_remote_dir: str = _setting(
+        "MICROFETCH_SSH_REMOTE_DIR", "microfetch-workers", _text,
+        "Folder on a remote host (relative to the login's home) holding worker folders.",
+    )
+    ssh_connect_timeout: int = _setting(
+        "MICROFETCH_SSH_CONNECT_TIMEOUT", 15, _int(1, unit=" of seconds"),
+        "Timeout of one SSH connection attempt.",
+    )
+    ssh_boot_seconds: int = _setting(
+        "MICROFETCH_SSH_BOOT_SECONDS", 300, _int(1, unit=" of seconds"),
+        "How long to keep retrying while a host boots before giving up.",
+    )
+
+    # DigitalOcean
+    do_token: str = _setting(
+        "DIGITALOCEAN_TOKEN", "", _text, "DigitalOcean API token (read and write)."
+    )
+    do_region: str = _setting("MICROFETCH_DO_REGION", "lon1", _text, "Droplet region slug.")
+    do_size: str = _setting("MICROFETCH_DO_SIZE", "s-2vcpu-4gb", _text, "Droplet size slug.")
+    do_image: str = _setting("MICROFETCH_DO_IMAGE", "debian-12-x64", _text, "Droplet image slug.")
+    do_ssh_keys: tuple[str, ...] = _setting(
+        "MICROFETCH_DO_SSH_KEYS", (), _words,
+        "Comma-separated DigitalOcean SSH key ids or fingerprints put on each droplet.",
+    )
+    do_ssh_private_key: Path | None = _setting(
+        "MICROFETCH_DO_SSH_PRIVATE_KEY", None, _optional_path,
+        "Private key matching `MICROFETCH_DO_SSH_KEYS`.",
+    )
+    do_http_timeout: float = _setting(
+        "MICROFETCH_DO_HTTP_TIMEOUT", 30.0, _float(1, unit=" of seconds"),
+        "Timeout of each DigitalOcean API request.",
+    )
+    do_create_timeout: int = _setting(
+        "MICROFETCH_DO_CREATE_TIMEOUT", 600, _int(10, unit=" of seconds"),
+        "How long to wait for a new droplet to become active.",
+    )
+    do_daily_spend_cap: float = _setting(
+        "MICROFETCH_DO_DAILY_SPEND_CAP", 20.0, _float(0, unit=" of US dollars"),
+        "No new droplets once the estimate of today's spend reaches this (USD).",
+    )
+    egress_price_per_gib: float = _setting(
+        "MICROFETCH_EGRESS_PRICE_PER_GIB", 0.01, _float(0, unit=" of US dollars"),
+        "Price of outbound transfer beyond a droplet's allowance (USD per GiB).",
+    )
+    fetch_mbps: float = _setting(
+        "MICROFETCH_FETCH_MBPS", 50.0, _float(0.1, unit=" of MB/s"),
+        "Expected download throughput of a worker, used for cost estimates.",
+    )
+
+    def __post_init__(self) -> None:
+        # Derived defaults: computed once so every reader sees the same paths.
+        if self.log_dir is None:
+            object.__setattr__(self, "log_dir", self.data_dir / "logs")
+        if self.history_path is None:
+            object.__setattr__(self, "history_path", self.data_dir / "history.jsonl")
+        if not self.callback_url:
+            host, _, port = self.bind.rpartition(":")
+            host = "127.0.0.1" if host in {"0.0.0.0", "::", "[::]"} else host
+            object.__setattr__(self, "callback_url", f"http://{host}:{port}")
+        if self.pipeline_dir is None:
+            object.__setattr__(self, "pipeline_dir", _default_pipeline_dir())
+
+    def with_overrides(self, **changes: Any) -> Settings:
+        """A copy with some fields changed (tests, the demo)."""
+        return replace(self, **changes)
+
+
+def _default_pipeline_dir() -> Path:
+    here = Path(__file__).resolve()
+    for parent in here.parents:
+        candidate = parent / "nextflow"
+        if (candidate / "main.nf").exists():
+            return candidate
+    return here.parents[2] / "nextflow"
+
+
+def setting_specs() -> list[dict[str, Any]]:
+    """Name, default as shown to a person, and meaning of every setting (for docs)."""
+    specs = []
+    for f in fields(Settings):
+        meta = f.metadata
+        default = meta["shown"] if meta["shown"] is not None else _show(f.default)
+        specs.append({"field": f.name, "env": meta["env"], "default": default, "help": meta["help"]})
+    return specs
+
+
+def _show(value: Any) -> str:
+    if value is None or value == "" or value == ():
+        return "(empty)"
+    if isinstance(value, tuple):
+        return ",".join(value)
+    if isinstance(value, bool):
+        return "false" if not value else "true"
+    return str(value)
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Read every setting; one SettingsError lists every bad variable at once."""
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    problems: list[str] = []
+    for f in fields(Settings):
+        name = f.metadata["env"]
+        if name not in environ:
+            continue
+        raw = environ[name]
+        try:
+            values[f.name] = f.metadata["parse"](raw)
+        except _Invalid as expected:
+            problems.append(f"{name}={raw!r} is not valid: expected {expected}")
+    if problems:
+        raise SettingsError(
+            "bad setting: " + "; ".join(problems) + ". Fix the environment variable and start again."
+        )
+    return Settings(**values)

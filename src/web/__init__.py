@@ -1,0 +1,1 @@
+"""microfetch's web app: worker callbacks, dashboard, JSON API, health and metrics."""
