@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 
 from backend.errors import RegistryError
@@ -20,14 +20,14 @@ from backend.statefile import atomic_write_text, locked, render_csv
 from backend.timeutil import format_time, parse_time
 
 
-class RunStatus(str, Enum):
+class RunStatus(StrEnum):
     PENDING = "pending"
     ASSIGNED = "assigned"
     FETCHED = "fetched"
     FAILED = "failed"
 
 
-class Exclusion(str, Enum):
+class Exclusion(StrEnum):
     """The fixed code that starts every ``exclusion_reason``."""
 
     PLATFORM = "platform"

@@ -105,7 +105,8 @@ def _unique(items: Sequence[str]) -> list[str]:
 
 
 def summary(outcomes: Sequence[Outcome]) -> str:
-    counts = {kind: sum(o.result == kind for o in outcomes) for kind in ("added", "present", "rejected")}
+    counts = {kind: sum(o.result == kind for o in outcomes)
+              for kind in ("added", "present", "rejected")}
     return (
         f"{counts['added']} added, {counts['present']} already present, "
         f"{counts['rejected']} rejected"

@@ -59,7 +59,9 @@ def cmd_add_taxa(args: argparse.Namespace, settings: Settings) -> int:
 
     given = list(args.ids) + list(getattr(args, "extra", []))
     if not given:
-        raise UsageError("no taxonomy ids given; usage: add_taxa.py ID [ID ...], e.g. add_taxa.py 562")
+        raise UsageError(
+            "no taxonomy ids given; usage: add_taxa.py ID [ID ...], e.g. add_taxa.py 562"
+        )
     registry = _registry(settings)
     lookup = None if args.offline else _taxonomy_lookup(settings)
     outcomes = add_taxa(registry, given, priority=args.priority, lookup=lookup)
@@ -139,7 +141,9 @@ def cmd_attention(args: argparse.Namespace, settings: Settings) -> int:
     if args.action == "set":
         reason = args.reason.strip()
         if not reason:
-            raise UsageError("--reason is empty; say why the taxon is parked, e.g. --reason 'disk full'")
+            raise UsageError(
+                "--reason is empty; say why the taxon is parked, e.g. --reason 'disk full'"
+            )
         registry.update(args.id, needs_attention=reason)
         print(f"taxon {args.id} parked: {reason}")
     else:

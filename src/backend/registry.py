@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ from backend.timeutil import format_time, parse_time, utc_now
 MAX_TAXON_ID = 2_147_483_647
 
 
-class Stage(str, Enum):
+class Stage(StrEnum):
     """The next job to run for a taxon."""
 
     CHECK = "check"
@@ -49,7 +49,7 @@ _STAGE_NAMES = {
 }
 
 
-class Status(str, Enum):
+class Status(StrEnum):
     """``last_run_status``: how the last pass of a taxon went."""
 
     NEW = ""

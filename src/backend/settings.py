@@ -405,7 +405,9 @@ def setting_specs() -> list[dict[str, Any]]:
     for f in fields(Settings):
         meta = f.metadata
         default = meta["shown"] if meta["shown"] is not None else _show(f.default)
-        specs.append({"field": f.name, "env": meta["env"], "default": default, "help": meta["help"]})
+        specs.append(
+            {"field": f.name, "env": meta["env"], "default": default, "help": meta["help"]}
+        )
     return specs
 
 
@@ -435,6 +437,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             problems.append(f"{name}={raw!r} is not valid: expected {expected}")
     if problems:
         raise SettingsError(
-            "bad setting: " + "; ".join(problems) + ". Fix the environment variable and start again."
+            "bad setting: " + "; ".join(problems)
+            + ". Fix the environment variable and start again."
         )
     return Settings(**values)
