@@ -1,0 +1,1 @@
+"""Compute backends: where workers run (`local`, `ssh`, `digitalocean`)."""

@@ -1,0 +1,139 @@
+"""The compute backend interface, and the worker folder every backend ships.
+
+A backend makes workers exist and go away; everything else (chunking, verification, the
+registry) is written once, above it. Every method is safe to call again after a crash.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from pathlib import Path
+
+from backend.statefile import atomic_write_text
+from backend.workers import WorkerRecord
+
+
+class WorkerState(StrEnum):
+    """What a backend reports of a worker."""
+
+    STARTING = "starting"  # not yet reachable or runner not yet started
+    RUNNING = "running"    # the chunk runner is working
+    DONE = "done"          # out/DONE.json exists
+    GONE = "gone"          # the worker no longer exists (or its runner died without DONE.json)
+
+
+@dataclass(frozen=True)
+class ChunkRun:
+    """One run of a chunk, with full URLs and the expected MD5 and size of each file."""
+
+    accession: str
+    urls: tuple[str, ...]
+    md5s: tuple[str, ...]
+    sizes: tuple[int, ...]
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(self.sizes)
+
+
+@dataclass(frozen=True)
+class Chunk:
+    taxon_id: int
+    index: int
+    runs: tuple[ChunkRun, ...]
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(run.total_bytes for run in self.runs)
+
+
+@dataclass(frozen=True)
+class LiveWorker:
+    """A worker the backend says exists, whether or not home has a record of it."""
+
+    name: str
+    address: str = ""
+    backend_id: str = ""
+    created_at: datetime | None = None
+
+
+#: Persist a record while a backend fills it in (droplet id, address, host key).
+SaveRecord = Callable[[WorkerRecord], None]
+
+
+class ComputeBackend(ABC):
+    """Start a worker for a chunk, report its state, pull its ``out/``, destroy it, list."""
+
+    name: str = "abstract"
+
+    @abstractmethod
+    def slots(self, live: Sequence[WorkerRecord]) -> int:
+        """How many more workers this backend can take now, given the live records."""
+
+    @abstractmethod
+    def disk_bytes(self) -> int:
+        """Usable disk of one worker, before headroom."""
+
+    @abstractmethod
+    def start(self, record: WorkerRecord, folder: Path, save: SaveRecord) -> WorkerRecord:
+        """Make the worker exist, ship ``folder`` to it and start the chunk runner.
+
+        Calls ``save`` after each step that creates something, so a crash leaves a record
+        that says what exists. Starting a record that already got part-way resumes it.
+        """
+
+    @abstractmethod
+    def status(self, record: WorkerRecord) -> WorkerState: ...
+
+    @abstractmethod
+    def pull(self, record: WorkerRecord, dest: Path, timeout: int) -> None:
+        """Copy the worker's ``out/`` into ``dest`` (resumable); raise OperationError."""
+
+    @abstractmethod
+    def destroy(self, record: WorkerRecord) -> None:
+        """Stop the worker and remove it and its data; a no-op when already gone."""
+
+    @abstractmethod
+    def list_live(self) -> list[LiveWorker]:
+        """Every worker of microfetch that exists on this backend."""
+
+
+def chunk_tsv(chunk: Chunk) -> str:
+    """``chunk.tsv`` of the worker contract."""
+    lines = ["run_accession\turls\tmd5s\tbytes"]
+    for run in chunk.runs:
+        lines.append("\t".join([
+            run.accession, ";".join(run.urls), ";".join(run.md5s),
+            ";".join(str(size) for size in run.sizes),
+        ]))
+    return "\n".join(lines) + "\n"
+
+
+PIPELINE_FILES = ("main.nf", "nextflow.config", "bin")
+
+
+def prepare_folder(folder: Path, chunk: Chunk, token: str, callback_url: str,
+                   pipeline_dir: Path) -> Path:
+    """Write a worker folder: chunk.tsv, token (0600), callback_url and the pipeline."""
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(folder / "chunk.tsv", chunk_tsv(chunk))
+    token_path = folder / "token"
+    token_path.touch(mode=0o600, exist_ok=True)
+    os.chmod(token_path, 0o600)
+    token_path.write_text(token)
+    atomic_write_text(folder / "callback_url", callback_url.rstrip("/") + "\n")
+    pipeline = folder / "nextflow"
+    pipeline.mkdir(exist_ok=True)
+    for name in PIPELINE_FILES:
+        source = pipeline_dir / name
+        if source.is_dir():
+            shutil.copytree(source, pipeline / name, dirs_exist_ok=True)
+        elif source.exists():
+            shutil.copy2(source, pipeline / name)
+    return folder
