@@ -334,6 +334,12 @@ class Registry:
             entry = {"time": stamp, **change, "actor": actor}
             append_line(self.history_path, json.dumps(entry), self.history_max_bytes)
 
+    def note(self, taxon_id: int, event: str, value: Any, actor: str | None = None) -> None:
+        """Record an event that is not a column change (a cost estimate, an alert sent)."""
+        with locked(self.path):
+            self._record([{"taxon": taxon_id, "field": event, "old": None, "new": value}],
+                         actor or default_actor())
+
     def history(self, taxon_id: int | None = None, limit: int = 200) -> list[dict[str, Any]]:
         """The newest history entries (of one taxon), oldest first."""
         if not self.history_path.exists():
