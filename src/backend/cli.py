@@ -222,6 +222,10 @@ def build_parser() -> argparse.ArgumentParser:
     remove.add_argument("ids", nargs="+", type=_taxon_id, metavar="ID")
     remove.set_defaults(func=cmd_remove_taxa)
 
+    from backend import cli_workers
+
+    cli_workers.add_parsers(sub, _taxon_id)
+
     serve = sub.add_parser("serve", help="run the daemon and the web server")
     serve.set_defaults(func=cmd_serve)
     return parser

@@ -1,0 +1,80 @@
+"""Commands about workers and their data: `collect`, `retry`, `workers`."""
+
+from __future__ import annotations
+
+import argparse
+
+from backend.errors import EXIT_FAILED, EXIT_OK
+from backend.registry import Registry
+from backend.settings import Settings
+from backend.timeutil import relative, utc_now
+from backend.workers import WorkerStore
+
+
+def cmd_collect(args: argparse.Namespace, settings: Settings) -> int:
+    """One collection pass by hand; acts on parked taxa too, and says so."""
+    from backend.collect import Collector
+    from backend.compute import make_backend
+
+    registry = Registry.from_settings(settings)
+    rows = [registry.get(args.id)] if args.id else registry.load()
+    for row in rows:
+        if row.needs_attention:
+            print(f"note: taxon {row.taxonomy_id} needs attention ({row.needs_attention}); "
+                  "collecting anyway because you asked")
+    report = Collector.build(settings, make_backend(settings)).collect(args.id, force=True)
+    for name in report.collected:
+        print(f"collected {name}")
+    for name in report.lost:
+        print(f"worker {name} had stopped before finishing: its runs are pending again")
+    for name in report.held:
+        print(f"kept {name}: its data failed verification (see `microfetch status`)")
+    for error in report.errors:
+        print(f"error: {error}")
+    print(f"{len(report.collected)} workers collected, {report.runs_fetched} runs fetched "
+          f"({report.bytes_fetched} bytes), {report.runs_failed} runs failed, "
+          f"{len(report.held)} kept for a person")
+    return EXIT_FAILED if report.held or report.errors else EXIT_OK
+
+
+def cmd_retry(args: argparse.Namespace, settings: Settings) -> int:
+    from backend.collect import retry_runs
+
+    count = retry_runs(settings, args.id)
+    print(f"{count} runs of taxon {args.id} are pending again")
+    return EXIT_OK
+
+
+def cmd_workers_list(args: argparse.Namespace, settings: Settings) -> int:
+    records = WorkerStore(settings.data_dir).live()
+    if not records:
+        print("No live workers.")
+        return EXIT_OK
+    now = utc_now()
+    lines = [("name", "taxon", "backend", "address", "age", "state")] + [
+        (r.name, str(r.taxon_id), r.backend, r.address or "-",
+         relative(r.created_at, now).removesuffix(" ago"), r.phase.value)
+        for r in records
+    ]
+    widths = [max(len(line[i]) for line in lines) for i in range(6)]
+    for line in lines:
+        print("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip())
+    return EXIT_OK
+
+
+def add_parsers(sub: argparse._SubParsersAction, taxon_id: object) -> None:
+    """Register the commands of this module on the top-level parser."""
+    collect = sub.add_parser("collect", help="collect finished workers now (one pass)")
+    collect.add_argument("id", nargs="?", type=taxon_id, help="only this taxon")
+    collect.set_defaults(func=cmd_collect)
+
+    retry = sub.add_parser("retry", help="put a taxon's failed runs back to pending")
+    retry.add_argument("id", type=taxon_id)
+    retry.set_defaults(func=cmd_retry)
+
+    workers = sub.add_parser("workers", help="list live workers")
+    workers.set_defaults(func=cmd_workers_list)
+    actions = workers.add_subparsers(dest="action", metavar="ACTION")
+    actions.add_parser("list", help="list live workers (the default)").set_defaults(
+        func=cmd_workers_list
+    )

@@ -1,0 +1,234 @@
+"""Collection: bring a finished worker's data home, verify it, then destroy the worker.
+
+Written once for every backend. Order matters for crash safety: pull into staging, verify
+every file, move verified files into ``genomes/``, mark runs fetched, rewrite the samplesheet,
+and only then destroy the worker. A crash anywhere repeats harmless steps on the next pass.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from backend.accessions import AccessionList, Exclusion, Run, RunStatus
+from backend.compute.base import ComputeBackend, WorkerState
+from backend.errors import OperationError
+from backend.logs import taxon_log
+from backend.manifest import Verdict, verify_worker_output
+from backend.registry import Registry, Stage, Status
+from backend.settings import Settings
+from backend.statefile import atomic_write_text, locked
+from backend.timeutil import utc_now
+from backend.workers import Phase, WorkerRecord, WorkerStore
+
+ACTOR = "collector"
+#: How long a collection waits for another one working on the same worker.
+COLLECT_LOCK_SECONDS = 3600.0
+
+
+@dataclass
+class CollectReport:
+    """What one collection pass did, worker by worker."""
+
+    collected: list[str] = field(default_factory=list)
+    held: list[str] = field(default_factory=list)
+    lost: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    runs_fetched: int = 0
+    runs_failed: int = 0
+    bytes_fetched: int = 0
+
+
+@dataclass
+class Collector:
+    settings: Settings
+    backend: ComputeBackend
+    registry: Registry
+    store: WorkerStore
+
+    @classmethod
+    def build(cls, settings: Settings, backend: ComputeBackend) -> Collector:
+        return cls(settings, backend, Registry.from_settings(settings),
+                   WorkerStore(settings.data_dir))
+
+    def collect(self, taxon_id: int | None = None, *, force: bool = False,
+                now: datetime | None = None) -> CollectReport:
+        """One pass over the live workers (of one taxon); ``force`` also takes parked taxa."""
+        report = CollectReport()
+        parked = {row.taxonomy_id for row in self.registry.load() if row.needs_attention}
+        for record in self.store.live():
+            if record.backend != self.backend.name or record.phase is Phase.CLAIMED:
+                continue
+            if taxon_id is not None and record.taxon_id != taxon_id:
+                continue
+            if record.taxon_id in parked and not force:
+                continue
+            try:
+                self._collect_one(record.name, report, now or utc_now())
+            except OperationError as exc:
+                report.errors.append(f"{record.name}: {exc}")
+                taxon_log(record.taxon_id).warning("collecting {}: {}", record.name, exc)
+        return report
+
+    def _collect_one(self, name: str, report: CollectReport, now: datetime) -> None:
+        lock = self.store.folder / f"{name}.collect"
+        with locked(lock, timeout=COLLECT_LOCK_SECONDS):
+            record = self.store.get(name)  # re-read: another pass may have finished it
+            if record is None or record.phase is Phase.DESTROYED:
+                return
+            state = self.backend.status(record)
+            finished = record.phase in (Phase.DONE, Phase.COLLECTING, Phase.HELD)
+            if state is WorkerState.GONE and not finished:
+                self._lost(record, report, now)
+            elif state is WorkerState.DONE or finished:
+                self._bring_home(record, report, now)
+
+    def _bring_home(self, record: WorkerRecord, report: CollectReport, now: datetime) -> None:
+        log = taxon_log(record.taxon_id)
+        staging = Path(self.settings.data_dir) / "staging" / record.name
+        if record.phase is Phase.HELD:
+            shutil.rmtree(staging, ignore_errors=True)  # a person asked again: pull afresh
+        self._set_phase(record.name, Phase.COLLECTING)
+        self.backend.pull(record, staging, self.settings.rsync_timeout)
+        accessions = AccessionList(self.settings.data_dir, record.taxon_id)
+        verdict = verify_worker_output(staging, record.runs, accessions.load())
+        if verdict.problems:
+            self._hold(record, verdict.problems)
+            report.held.append(record.name)
+            return
+        genomes = Path(self.settings.data_dir) / "genomes" / str(record.taxon_id)
+        for run, files in verdict.ok.items():
+            for staged in files:
+                target = genomes / run / staged.name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                staged.replace(target)
+        self._record_runs(accessions, record, verdict, now)
+        write_samplesheet(genomes, accessions.load().values())
+        self.backend.destroy(record)
+        self._set_phase(record.name, Phase.DESTROYED)
+        shutil.rmtree(staging, ignore_errors=True)
+        settle_taxon(self.settings, self.registry, self.store, record.taxon_id)
+        report.collected.append(record.name)
+        report.runs_fetched += len(verdict.ok)
+        report.runs_failed += len(verdict.failed)
+        report.bytes_fetched += verdict.bytes_ok
+        log.info("collected {}: {} runs fetched, {} failed, {} bytes", record.name,
+                 len(verdict.ok), len(verdict.failed), verdict.bytes_ok)
+
+    def _record_runs(self, accessions: AccessionList, record: WorkerRecord, verdict: Verdict,
+                     now: datetime) -> None:
+        with accessions.transaction() as runs:
+            for accession in verdict.ok:
+                run = runs[accession]
+                run.status, run.fetched_at = RunStatus.FETCHED, now
+                run.droplet_ip, run.last_error = "", ""
+            for accession, error in verdict.failed.items():
+                if accession in runs:
+                    self._fail(runs[accession], f"worker {record.name}: {error}")
+
+    def _fail(self, run: Run, error: str) -> None:
+        """A failed attempt: back to pending, or excluded once the attempts are used up."""
+        run.attempts += 1
+        run.last_error = error
+        run.droplet_ip = ""
+        run.status = RunStatus.PENDING
+        if run.attempts >= self.settings.max_attempts:
+            run.status = RunStatus.FAILED
+            run.exclude(Exclusion.FAILED_ATTEMPTS,
+                        f"{run.attempts} attempts failed, last: {error}")
+
+    def _lost(self, record: WorkerRecord, report: CollectReport, now: datetime) -> None:
+        """A worker that stopped without DONE.json: take nothing, its runs go back."""
+        error = "the worker stopped before it finished (no DONE.json); nothing was taken"
+        accessions = AccessionList(self.settings.data_dir, record.taxon_id)
+        with accessions.transaction() as runs:
+            for accession in record.runs:
+                run = runs.get(accession)
+                if run is not None and run.status is RunStatus.ASSIGNED:
+                    self._fail(run, f"worker {record.name}: {error}")
+        self.backend.destroy(record)
+        self._set_phase(record.name, Phase.DESTROYED, error)
+        settle_taxon(self.settings, self.registry, self.store, record.taxon_id)
+        report.lost.append(record.name)
+        taxon_log(record.taxon_id).warning("worker {}: {}", record.name, error)
+
+    def _hold(self, record: WorkerRecord, problems: Sequence[str]) -> None:
+        reason = (
+            f"worker {record.name} kept: its data failed verification at home "
+            f"({'; '.join(problems[:3])}). Check the source, then "
+            f"`microfetch collect {record.taxon_id}` to try again or "
+            f"`microfetch workers destroy {record.name}` to give its runs back"
+        )
+        self._set_phase(record.name, Phase.HELD, "; ".join(problems))
+        self.registry.update(record.taxon_id, ACTOR, needs_attention=reason,
+                             last_run_status=Status.ERROR)
+        taxon_log(record.taxon_id).error(reason)
+
+    def _set_phase(self, name: str, phase: Phase, error: str = "") -> None:
+        with self.store.edit(name) as record:
+            record.phase = phase
+            if error:
+                record.last_error = error
+
+
+def settle_taxon(settings: Settings, registry: Registry, store: WorkerStore,
+                 taxon_id: int, actor: str = ACTOR) -> None:
+    """Derive a taxon's stage, status and addresses from its runs and live workers."""
+    runs = AccessionList(settings.data_dir, taxon_id).load().values()
+    live = [r for r in store.live() if r.taxon_id == taxon_id]
+    pending = any(run.wanted and run.status is RunStatus.PENDING for run in runs)
+    with registry.transaction(actor) as table:
+        row = table.get(taxon_id)
+        if row is None:
+            return
+        row.droplet_ips = tuple(r.address for r in live if r.address)
+        if live:
+            row.stage = Stage.WAIT
+            holding = any(r.phase in (Phase.DONE, Phase.COLLECTING) for r in live)
+            status = Status.READY if holding else Status.IN_PROGRESS
+        elif pending:
+            row.stage, status = Stage.DISPATCH, Status.IN_PROGRESS
+        else:
+            row.stage, status = Stage.CHECK, Status.COMPLETE
+        if not row.needs_attention:
+            row.last_run_status = status
+
+
+def retry_runs(settings: Settings, taxon_id: int, actor: str | None = None) -> int:
+    """Runs that failed or were excluded for failed attempts go back to pending."""
+    registry = Registry.from_settings(settings)
+    registry.get(taxon_id)  # an unknown taxon is an error, not a silent no-op
+    count = 0
+    with AccessionList(settings.data_dir, taxon_id).transaction() as runs:
+        for run in runs.values():
+            gave_up = run.exclusion_code == Exclusion.FAILED_ATTEMPTS.value
+            tried = not run.excluded and run.status is RunStatus.PENDING and run.attempts > 0
+            if gave_up or tried:
+                run.include()
+                run.status, run.attempts = RunStatus.PENDING, 0
+                count += 1
+    if count:
+        settle_taxon(settings, registry, WorkerStore(settings.data_dir), taxon_id,
+                     actor or "retry")
+    return count
+
+
+def write_samplesheet(genomes: Path, runs: Iterable[Run]) -> Path:
+    """``samplesheet.csv`` (nf-core style) of the fetched runs: sample,fastq_1,fastq_2."""
+    lines = ["sample,fastq_1,fastq_2"]
+    for run in runs:
+        if run.status is not RunStatus.FETCHED:
+            continue
+        folder = genomes / run.accession
+        names = sorted(Path(path).name for path in run.fastq_files)
+        first = next((n for n in names if n.endswith("_1.fastq.gz")), names[0] if names else "")
+        second = next((n for n in names if n.endswith("_2.fastq.gz")), "")
+        paths = [str((folder / n).resolve()) if n else "" for n in (first, second)]
+        lines.append(",".join([run.accession, *paths]))
+    genomes.mkdir(parents=True, exist_ok=True)
+    target = genomes / "samplesheet.csv"
+    atomic_write_text(target, "\n".join(lines) + "\n")
+    return target

@@ -1,0 +1,114 @@
+"""Reading a worker's ``out/`` at home and verifying it against the accession list.
+
+Paths come from the accession list (validated when ENA's answer was parsed), never from the
+worker's manifest, so a worker cannot make home write outside ``genomes/``.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from backend.accessions import Run
+from backend.errors import OperationError
+
+BUFFER = 1 << 20
+
+
+@dataclass
+class Verdict:
+    """Per run: verified files, failures the worker reported, and problems found at home."""
+
+    ok: dict[str, list[Path]] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+    bytes_ok: int = 0
+
+
+def md5_of(path: Path) -> str:
+    digest = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as handle:
+        while chunk := handle.read(BUFFER):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def read_done(out: Path) -> dict[str, Any]:
+    """``DONE.json``; OperationError when the pull did not bring it (not finished)."""
+    try:
+        return json.loads((out / "DONE.json").read_text())
+    except FileNotFoundError:
+        raise OperationError(f"{out} has no DONE.json: the worker has not finished") from None
+    except json.JSONDecodeError as exc:
+        raise OperationError(f"{out}/DONE.json is not JSON ({exc})") from None
+
+
+def read_manifest(out: Path) -> dict[str, dict[str, dict[str, str]]]:
+    """``manifest.tsv`` as run -> file -> row."""
+    rows: dict[str, dict[str, dict[str, str]]] = {}
+    path = out / "manifest.tsv"
+    if not path.exists():
+        return rows
+    with open(path, newline="", encoding="utf-8") as handle:
+        for row in csv.DictReader(handle, delimiter="\t"):
+            rows.setdefault(row.get("run") or "", {})[row.get("file") or ""] = row
+    return rows
+
+
+def verify_worker_output(out: Path, runs: Sequence[str], expected: Mapping[str, Run]) -> Verdict:
+    """Check every file the worker says it fetched: size and MD5 against the accession list."""
+    read_done(out)
+    manifest = read_manifest(out)
+    verdict = Verdict()
+    for accession in runs:
+        run = expected.get(accession)
+        if run is None:
+            verdict.failed[accession] = "the run is no longer in the accession list"
+            continue
+        rows = manifest.get(accession, {})
+        error = _reported_failure(run, rows)
+        if error:
+            verdict.failed[accession] = error
+            continue
+        problems = [p for p in (_check_file(out, run, i) for i in range(len(run.fastq_files))) if p]
+        if problems:
+            verdict.problems.extend(problems)
+            continue
+        files = [out / accession / Path(path).name for path in run.fastq_files]
+        verdict.ok[accession] = files
+        verdict.bytes_ok += run.total_bytes
+    return verdict
+
+
+def _reported_failure(run: Run, rows: Mapping[str, Mapping[str, str]]) -> str:
+    """The worker's own error for a run, or '' when it reports every file ok."""
+    errors = []
+    for path in run.fastq_files:
+        name = Path(path).name
+        row = rows.get(name)
+        if row is None:
+            errors.append(f"{name}: not in the worker's manifest")
+        elif row.get("status") != "ok":
+            errors.append(f"{name}: {row.get('error') or 'failed'}")
+    return "; ".join(errors)
+
+
+def _check_file(out: Path, run: Run, index: int) -> str:
+    name = Path(run.fastq_files[index]).name
+    path = out / run.accession / name
+    want_bytes = run.fastq_bytes[index] if index < len(run.fastq_bytes) else -1
+    want_md5 = run.fastq_md5[index] if index < len(run.fastq_md5) else ""
+    if not path.is_file():
+        return f"{run.accession}/{name} is missing after the transfer"
+    size = path.stat().st_size
+    if size != want_bytes:
+        return f"{run.accession}/{name} has {size} bytes, expected {want_bytes}"
+    got = md5_of(path)
+    if got != want_md5:
+        return f"{run.accession}/{name} has MD5 {got}, expected {want_md5}"
+    return ""

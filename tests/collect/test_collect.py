@@ -1,0 +1,149 @@
+"""Collection on the local backend: verified data home, runs marked, workers destroyed."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import subprocess
+import sys
+
+from backend.accessions import RunStatus
+from backend.collect import Collector, retry_runs
+from backend.registry import Stage, Status
+from backend.workers import Phase
+
+from ..conftest import cli_env
+from .conftest import TAXON
+
+
+def collector(lab) -> Collector:
+    return Collector(lab.settings, lab.backend, lab.registry, lab.store)
+
+
+def test_a_finished_worker_is_collected_verified_and_destroyed(lab):
+    contents = lab.add_runs("ERR0000001", "ERR0000002")
+    record = lab.finished_worker(contents)
+
+    report = collector(lab).collect()
+
+    assert report.collected == [record.name]
+    assert report.runs_fetched == 2
+    for acc, files in contents.items():
+        for name, data in files.items():
+            home = lab.genomes() / acc / name
+            assert hashlib.md5(home.read_bytes()).hexdigest() == hashlib.md5(data).hexdigest()
+    runs = lab.accessions.load()
+    assert {r.status for r in runs.values()} == {RunStatus.FETCHED}
+    assert all(r.fetched_at is not None and r.droplet_ip == "" for r in runs.values())
+    assert not lab.backend.folder(record).exists()
+    assert lab.store.get(record.name).phase is Phase.DESTROYED
+    assert not (lab.settings.data_dir / "staging" / record.name).exists()
+    row = lab.registry.get(TAXON)
+    assert row.droplet_ips == ()
+    assert row.last_run_status is Status.COMPLETE
+    assert row.stage is Stage.CHECK
+
+
+def test_the_samplesheet_lists_fetched_runs_with_absolute_paths(lab):
+    lab.finished_worker(lab.add_runs("ERR0000001", "SRR0000002"))
+    collector(lab).collect()
+    with open(lab.genomes() / "samplesheet.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [r["sample"] for r in rows] == ["ERR0000001", "SRR0000002"]
+    assert rows[0]["fastq_1"] == str((lab.genomes() / "ERR0000001" / "ERR0000001_1.fastq.gz")
+                                     .resolve())
+    assert rows[0]["fastq_2"].endswith("ERR0000001/ERR0000001_2.fastq.gz")
+
+
+def test_a_file_corrupted_after_the_worker_verified_it_keeps_the_worker(lab):
+    contents = lab.add_runs("ERR0000001", "ERR0000002")
+    record = lab.finished_worker(contents)
+    bad = lab.backend.folder(record) / "out" / "ERR0000002" / "ERR0000002_2.fastq.gz"
+    data = bytearray(bad.read_bytes())
+    data[10] ^= 0xFF
+    bad.write_bytes(bytes(data))
+
+    report = collector(lab).collect()
+
+    assert report.held == [record.name]
+    assert lab.backend.folder(record).exists()
+    assert lab.store.get(record.name).phase is Phase.HELD
+    assert {r.status for r in lab.accessions.load().values()} == {RunStatus.ASSIGNED}
+    assert not (lab.genomes() / "ERR0000001").exists()
+    row = lab.registry.get(TAXON)
+    assert "ERR0000002/ERR0000002_2.fastq.gz has MD5" in row.needs_attention
+    assert row.last_run_status is Status.ERROR
+    assert row.droplet_ips == ("127.0.0.1",)
+
+
+def test_the_daemon_leaves_a_held_worker_alone_until_a_person_acts(lab):
+    contents = lab.add_runs("ERR0000001")
+    record = lab.finished_worker(contents)
+    bad = lab.backend.folder(record) / "out" / "ERR0000001" / "ERR0000001_1.fastq.gz"
+    bad.write_bytes(b"garbage" * 10)
+    collector(lab).collect()
+    assert collector(lab).collect().held == []  # parked taxon: the daemon's pass skips it
+    bad.write_bytes(contents["ERR0000001"]["ERR0000001_1.fastq.gz"])  # a person fixed it
+    report = collector(lab).collect(force=True)
+    assert report.collected == [record.name]
+    assert lab.accessions.load()["ERR0000001"].status is RunStatus.FETCHED
+
+
+def test_failed_runs_are_retried_up_to_the_bound_then_excluded(lab):
+    contents = lab.add_runs("ERR0000001", "ERR0000002")
+    for attempt in range(1, 4):
+        lab.finished_worker(contents if attempt == 1 else {"ERR0000002": contents["ERR0000002"]},
+                            chunk=attempt, failed=("ERR0000002",))
+        collector(lab).collect()
+        run = lab.accessions.load()["ERR0000002"]
+        assert run.attempts == attempt
+        assert "HTTP 404" in run.last_error
+        if attempt < 3:
+            assert run.status is RunStatus.PENDING and not run.excluded
+            assert lab.registry.get(TAXON).stage is Stage.DISPATCH
+    assert run.excluded
+    assert run.exclusion_reason.startswith("failed_attempts: 3 attempts failed")
+    assert lab.accessions.load()["ERR0000001"].status is RunStatus.FETCHED
+    assert lab.registry.get(TAXON).last_run_status is Status.COMPLETE
+
+    assert retry_runs(lab.settings, TAXON) == 1
+    run = lab.accessions.load()["ERR0000002"]
+    assert (run.excluded, run.status, run.attempts) == (False, RunStatus.PENDING, 0)
+    assert lab.registry.get(TAXON).stage is Stage.DISPATCH
+
+
+def test_retry_through_the_cli_reports_the_runs_it_brought_back(lab, run_cli, tmp_path):
+    contents = lab.add_runs("ERR0000001")
+    lab.finished_worker(contents, failed=("ERR0000001",))
+    collector(lab).collect()
+    result = run_cli("retry", str(TAXON))
+    assert result.returncode == 0, result.stderr
+    assert "1 runs of taxon 562 are pending again" in result.stdout
+    assert run_cli("retry", "999").returncode == 2
+
+
+def test_two_collections_at_once_collect_each_worker_once(lab, tmp_path):
+    contents = lab.add_runs(*(f"ERR00000{i:02d}" for i in range(1, 7)))
+    lab.finished_worker(contents)
+    env = cli_env(tmp_path, MICROFETCH_DATA_DIR=str(lab.settings.data_dir))
+    code = "import sys; from backend.cli import main; sys.exit(main(['collect']))"
+    procs = [subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outputs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    collected = "".join(out for out, _ in outputs).count("collected mf-")
+    assert collected == 1
+    assert len(list((lab.genomes()).glob("ERR*/*.fastq.gz"))) == 12
+    history = lab.registry.history(TAXON, limit=1000)
+    assert sum(1 for e in history if e["field"] == "droplet_ips") == 2  # set once, dropped once
+
+
+def test_the_workers_command_lists_live_workers(lab, run_cli, tmp_path):
+    record = lab.finished_worker(lab.add_runs("ERR0000001"))
+    env = cli_env(tmp_path, MICROFETCH_DATA_DIR=str(lab.settings.data_dir))
+    result = run_cli("workers", env=env)
+    assert result.returncode == 0
+    assert result.stdout.splitlines()[0].split() == ["name", "taxon", "backend", "address",
+                                                     "age", "state"]
+    assert result.stdout.splitlines()[1].split()[:4] == [record.name, "562", "local",
+                                                        "127.0.0.1"]
