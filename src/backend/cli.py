@@ -185,6 +185,19 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
+def cmd_tick(args: argparse.Namespace, settings: Settings) -> int:
+    """One heartbeat pass, one collection pass and one reconciliation, in the foreground."""
+    from backend.jobs import Jobs
+
+    _registry(settings)
+    _setup_logs(settings)
+    jobs = Jobs.build(settings)
+    print(f"heartbeat: {jobs.heartbeat()}")
+    print(f"collector: {jobs.collect()}")
+    print(f"reconciler: {jobs.reconcile()}")
+    return EXIT_OK
+
+
 # parser -----------------------------------------------------------------------------------
 
 
@@ -225,6 +238,9 @@ def build_parser() -> argparse.ArgumentParser:
     from backend import cli_workers
 
     cli_workers.add_parsers(sub, _taxon_id)
+
+    tick = sub.add_parser("tick", help="run each job once in the foreground (cron, debugging)")
+    tick.set_defaults(func=cmd_tick)
 
     serve = sub.add_parser("serve", help="run the daemon and the web server")
     serve.set_defaults(func=cmd_serve)

@@ -129,6 +129,17 @@ class WorkerStore:
                 raise UsageError(f"worker record {record.name} already exists")
             write_json(path, record.to_json())
 
+    def save(self, record: WorkerRecord) -> None:
+        """Write a record a caller holds (a backend filling in what it created)."""
+        path = self.path(record.name)
+        with locked(path):
+            write_json(path, record.to_json())
+
+    def next_chunk(self, taxon_id: int) -> int:
+        """A chunk number not used before for this taxon (records are kept after destroy)."""
+        used = [r.chunk for r in self.all() if r.taxon_id == taxon_id]
+        return max(used, default=-1) + 1
+
     @contextmanager
     def edit(self, name: str) -> Iterator[WorkerRecord]:
         """Lock, re-read, let the caller change the record, write it atomically."""

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 from backend.statefile import atomic_write_text
 from backend.workers import WorkerRecord
@@ -102,6 +103,14 @@ class ComputeBackend(ABC):
     @abstractmethod
     def list_live(self) -> list[LiveWorker]:
         """Every worker of microfetch that exists on this backend."""
+
+    def estimate(self, chunk_bytes: Sequence[int]) -> dict[str, Any]:
+        """What a dispatch of these chunks will move (and, where it bills, cost)."""
+        total = sum(chunk_bytes)
+        return {
+            "workers": len(chunk_bytes), "bytes": total,
+            "text": f"{len(chunk_bytes)} workers, {total / 1e9:.2f} GB to fetch and bring home",
+        }
 
 
 def chunk_tsv(chunk: Chunk) -> str:

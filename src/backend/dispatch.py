@@ -1,0 +1,218 @@
+"""Dispatch: chunk a taxon's pending runs and start workers within the caps.
+
+Intent is recorded before every side effect: the worker folder (with its token) is written,
+then the worker record (phase ``claimed``), then the runs are marked ``assigned``, and only
+then is the backend asked to start the worker. After a crash, :meth:`Dispatcher.resume`
+finishes what a claimed record says, so no worker is started twice and none is forgotten.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from backend.accessions import AccessionList, Exclusion, Run, RunStatus
+from backend.chunking import Item, plan_chunks
+from backend.collect import settle_taxon
+from backend.compute.base import Chunk, ChunkRun, ComputeBackend, prepare_folder
+from backend.errors import OperationError
+from backend.logs import taxon_log
+from backend.registry import Registry, Status
+from backend.settings import Settings
+from backend.timeutil import utc_now
+from backend.workers import Phase, WorkerRecord, WorkerStore, new_token, token_hash, worker_name
+
+ACTOR = "dispatcher"
+
+
+@dataclass
+class DispatchReport:
+    started: list[str] = field(default_factory=list)
+    too_large: list[str] = field(default_factory=list)
+    waiting: str = ""
+    bytes: int = 0
+
+
+def chunk_run(run: Run, scheme: str) -> ChunkRun:
+    """Full URLs for a worker, built at home from ENA's scheme-less paths."""
+    return ChunkRun(run.accession, tuple(f"{scheme}://{path}" for path in run.fastq_files),
+                    run.fastq_md5, run.fastq_bytes)
+
+
+@dataclass
+class Dispatcher:
+    settings: Settings
+    backend: ComputeBackend
+    registry: Registry
+    store: WorkerStore
+
+    def free_slots(self) -> int:
+        """Workers that may start now: the global cap, then the backend's own limits."""
+        live = self.store.live()
+        return max(0, min(self.settings.max_workers - len(live), self.backend.slots(live)))
+
+    def outbox(self, name: str) -> Path:
+        return Path(self.settings.data_dir) / "outbox" / name
+
+    def dispatch(self, taxon_id: int, now: datetime,
+                 stopping: Callable[[], bool] = lambda: False) -> DispatchReport:
+        """Start as many workers for this taxon's pending runs as the caps allow."""
+        report = DispatchReport()
+        log = taxon_log(taxon_id)
+        accessions = AccessionList(self.settings.data_dir, taxon_id)
+        pending = [r for r in accessions.load().values()
+                   if r.wanted and r.status is RunStatus.PENDING]
+        capacity = int(self.backend.disk_bytes() * (1 - self.settings.disk_headroom))
+        plan = plan_chunks([Item(r.accession, r.total_bytes) for r in pending], capacity,
+                           self.settings.chunk_max_runs)
+        report.too_large = self._exclude_too_large(accessions, plan.too_large, capacity)
+        slots = self.free_slots()
+        chunks = plan.chunks[:slots]
+        if not plan.chunks:
+            settle_taxon(self.settings, self.registry, self.store, taxon_id, ACTOR)
+            return report
+        if not chunks:
+            report.waiting = "no free worker: waiting for capacity"
+            return report
+        report.bytes = sum(i.size for chunk in chunks for i in chunk)
+        if not self._home_has_room(taxon_id, report.bytes):
+            report.waiting = "not enough free disk at home"
+            return report
+        estimate = self.backend.estimate([sum(i.size for i in c) for c in chunks])
+        log.info("dispatch estimate: {}", estimate["text"])
+        self.registry.note(taxon_id, "cost_estimate", estimate, ACTOR)
+        runs = {r.accession: r for r in pending}
+        for items in chunks:
+            if stopping():
+                break
+            name = self._claim(taxon_id, [runs[i.key] for i in items])
+            if self._start(name):
+                report.started.append(name)
+        settle_taxon(self.settings, self.registry, self.store, taxon_id, ACTOR)
+        return report
+
+    def _exclude_too_large(self, accessions: AccessionList, items: Sequence[Item],
+                           capacity: int) -> list[str]:
+        if not items:
+            return []
+        with accessions.transaction() as runs:
+            for item in items:
+                runs[item.key].exclude(
+                    Exclusion.TOO_LARGE,
+                    f"{item.size} bytes is more than a worker holds ({capacity} bytes)",
+                )
+        return [item.key for item in items]
+
+    def _home_has_room(self, taxon_id: int, new_bytes: int) -> bool:
+        """Free disk at home must hold what is in flight and what is dispatched, plus headroom."""
+        data_dir = Path(self.settings.data_dir)
+        data_dir.mkdir(parents=True, exist_ok=True)
+        in_flight = sum(r.bytes for r in self.store.live())
+        need = int((in_flight + new_bytes) * (1 + self.settings.disk_headroom))
+        free = shutil.disk_usage(data_dir).free
+        if free >= need:
+            return True
+        reason = (f"home disk {data_dir} has {free / 1e9:.1f} GB free, dispatch needs "
+                  f"{need / 1e9:.1f} GB; free space or move MICROFETCH_DATA_DIR")
+        self.registry.update(taxon_id, ACTOR, last_run_status=Status.WARNING,
+                             generated_warning=True)
+        taxon_log(taxon_id).warning(reason)
+        return False
+
+    def _claim(self, taxon_id: int, runs: Sequence[Run]) -> str:
+        """Write the folder, the record and the assignments: everything but the start."""
+        chunk = self.store.next_chunk(taxon_id)
+        name = worker_name(taxon_id, chunk)
+        token = new_token()
+        self._write_folder(name, taxon_id, chunk, runs, token)
+        self.store.create(WorkerRecord(
+            name=name, backend=self.backend.name, taxon_id=taxon_id, chunk=chunk,
+            runs=[r.accession for r in runs], bytes=sum(r.total_bytes for r in runs),
+            token_sha256=token_hash(token), created_at=utc_now(),
+        ))
+        with AccessionList(self.settings.data_dir, taxon_id).transaction() as rows:
+            for run in runs:
+                rows[run.accession].status = RunStatus.ASSIGNED
+                rows[run.accession].worker = name
+        return name
+
+    def _write_folder(self, name: str, taxon_id: int, chunk: int, runs: Sequence[Run],
+                      token: str) -> Path:
+        spec = Chunk(taxon_id, chunk, tuple(chunk_run(r, self.settings.fastq_scheme)
+                                            for r in runs))
+        assert self.settings.pipeline_dir is not None
+        return prepare_folder(self.outbox(name), spec, token, self.settings.callback_url,
+                              self.settings.pipeline_dir)
+
+    def _start(self, name: str) -> bool:
+        record = self.store.get(name)
+        assert record is not None
+        log = taxon_log(record.taxon_id)
+        try:
+            record = self.backend.start(record, self.outbox(name), self.store.save)
+        except OperationError as exc:
+            self._abandon(record, exc)
+            return False
+        with AccessionList(self.settings.data_dir, record.taxon_id).transaction() as rows:
+            for accession in record.runs:
+                rows[accession].droplet_ip = record.address
+        shutil.rmtree(self.outbox(name), ignore_errors=True)
+        log.info("started worker {} on {} ({} runs, {} bytes)", name, record.address or
+                 self.backend.name, len(record.runs), record.bytes)
+        return True
+
+    def _abandon(self, record: WorkerRecord, exc: OperationError) -> None:
+        """A start that failed: destroy what may exist, give the runs back, say why."""
+        log = taxon_log(record.taxon_id)
+        log.error("starting worker {} failed: {}", record.name, exc)
+        try:
+            self.backend.destroy(record)
+        except OperationError as again:  # the reconciler finds it by name later
+            log.error("destroying {} failed too: {}", record.name, again)
+        with self.store.edit(record.name) as current:
+            current.phase, current.last_error = Phase.DESTROYED, str(exc)
+        self._release_runs(record)
+        changes = {"last_run_status": Status.WARNING, "generated_warning": True}
+        if exc.permanent:
+            changes["needs_attention"] = f"starting a worker failed: {exc}"
+        self.registry.update(record.taxon_id, ACTOR, **changes)
+        shutil.rmtree(self.outbox(record.name), ignore_errors=True)
+
+    def _release_runs(self, record: WorkerRecord) -> None:
+        with AccessionList(self.settings.data_dir, record.taxon_id).transaction() as rows:
+            for accession in record.runs:
+                run = rows.get(accession)
+                if run is not None and run.worker == record.name \
+                        and run.status is RunStatus.ASSIGNED:
+                    run.status, run.droplet_ip = RunStatus.PENDING, ""
+
+    def resume(self) -> list[str]:
+        """Finish starting workers whose record was claimed before a crash."""
+        resumed = []
+        for record in self.store.live():
+            if record.phase not in (Phase.CLAIMED, Phase.STARTING):
+                continue
+            if record.backend != self.backend.name:
+                continue
+            self._reassign(record)
+            if self._start(record.name):
+                resumed.append(record.name)
+            settle_taxon(self.settings, self.registry, self.store, record.taxon_id, ACTOR)
+        return resumed
+
+    def _reassign(self, record: WorkerRecord) -> None:
+        """Make the claim whole again: runs assigned, the folder and token present."""
+        accessions = AccessionList(self.settings.data_dir, record.taxon_id)
+        with accessions.transaction() as rows:
+            for accession in record.runs:
+                rows[accession].status = RunStatus.ASSIGNED
+                rows[accession].worker = record.name
+        if not (self.outbox(record.name) / "token").exists():
+            token = new_token()
+            runs = [accessions.load()[a] for a in record.runs]
+            self._write_folder(record.name, record.taxon_id, record.chunk, runs, token)
+            with self.store.edit(record.name) as current:
+                current.token_sha256 = token_hash(token)
