@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from backend import __version__
-from backend.errors import EXIT_OK, EXIT_USAGE, MicrofetchError, UsageError
+from backend.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, MicrofetchError, UsageError
 from backend.registry import Registry, Taxon, parse_taxon_id
 from backend.settings import Settings, load_settings
 from backend.timeutil import relative, utc_now
@@ -198,6 +198,27 @@ def cmd_tick(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
+def cmd_healthcheck(args: argparse.Namespace, settings: Settings) -> int:
+    """GET /healthz of the local server: exit 0 when healthy (Docker's HEALTHCHECK)."""
+    import urllib.error
+    import urllib.request
+
+    host, _, port = settings.bind.rpartition(":")
+    host = "127.0.0.1" if host in {"0.0.0.0", "", "::", "[::]"} else host
+    url = f"http://{host}:{port}/healthz"
+    try:
+        with urllib.request.urlopen(url, timeout=args.timeout) as response:
+            print(response.read().decode("utf-8", "replace"))
+            return EXIT_OK
+    except urllib.error.HTTPError as exc:
+        print(f"unhealthy: {url} answered {exc.code}: {exc.read().decode('utf-8', 'replace')}",
+              file=sys.stderr)
+    except (urllib.error.URLError, OSError) as exc:
+        print(f"unhealthy: {url} did not answer ({exc}); is `microfetch serve` running?",
+              file=sys.stderr)
+    return EXIT_FAILED
+
+
 # parser -----------------------------------------------------------------------------------
 
 
@@ -241,6 +262,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     tick = sub.add_parser("tick", help="run each job once in the foreground (cron, debugging)")
     tick.set_defaults(func=cmd_tick)
+
+    health = sub.add_parser("healthcheck", help="exit 0 when the local server is healthy")
+    health.add_argument("--timeout", type=float, default=5.0, help="seconds (default 5)")
+    health.set_defaults(func=cmd_healthcheck)
 
     serve = sub.add_parser("serve", help="run the daemon and the web server")
     serve.set_defaults(func=cmd_serve)
