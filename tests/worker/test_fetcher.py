@@ -1,0 +1,145 @@
+"""The fetcher against a real loopback HTTP server: resume, verification, timeouts."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+from fetch_run import Expected, FetchError, expected_files, fetch_file, open_stream
+
+from .conftest import BIN, Fault, fastq_gz, md5
+
+NO_WAIT = {"backoff": 0.0, "timeout": 1.0}
+
+
+def test_a_run_is_fetched_and_verified_through_the_cli(file_server, tmp_path):
+    one, two = fastq_gz("ERR1_1"), fastq_gz("ERR1_2")
+    urls = [file_server.add("vol1/ERR1_1.fastq.gz", one),
+            file_server.add("vol1/ERR1_2.fastq.gz", two)]
+    result = subprocess.run(
+        [sys.executable, str(BIN / "fetch_run.py"), "--run", "ERR1", "--urls", ";".join(urls),
+         "--md5s", f"{md5(one)};{md5(two)}", "--bytes", f"{len(one)};{len(two)}",
+         "--outdir", str(tmp_path / "ERR1")], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "ERR1" / "ERR1_1.fastq.gz").read_bytes() == one
+    assert (tmp_path / "ERR1" / "ERR1_2.fastq.gz").read_bytes() == two
+    assert not list(tmp_path.rglob("*.part"))
+
+
+def test_a_cut_connection_is_resumed_without_fetching_received_bytes_again(file_server,
+                                                                             tmp_path):
+    data = fastq_gz("ERR2_1", reads=20000)
+    url = file_server.add("ERR2_1.fastq.gz", data)
+    cut = len(data) // 3
+    file_server.faults["/ERR2_1.fastq.gz"] = Fault("cut", after=cut)
+    result = fetch_file("ERR2", Expected(url, md5(data), len(data)), tmp_path, **NO_WAIT)
+    assert result.ok, result.error
+    ranges = [r["range"] for r in file_server.requests]
+    assert ranges == [None, f"bytes={cut}-"]
+    assert file_server.sent("ERR2_1.fastq.gz") == len(data)
+    assert (tmp_path / "ERR2_1.fastq.gz").read_bytes() == data
+
+
+def test_a_partial_file_left_by_an_earlier_crash_is_resumed(file_server, tmp_path):
+    data = fastq_gz("ERR3_1")
+    url = file_server.add("ERR3_1.fastq.gz", data)
+    (tmp_path / "ERR3_1.fastq.gz.part").write_bytes(data[:1000])
+    result = fetch_file("ERR3", Expected(url, md5(data), len(data)), tmp_path, **NO_WAIT)
+    assert result.ok
+    assert file_server.requests[0]["range"] == "bytes=1000-"
+    assert result.fetched_bytes == len(data) - 1000
+
+
+def test_an_md5_mismatch_is_not_accepted_and_says_what_differs(file_server, tmp_path):
+    data = fastq_gz("ERR4_1")
+    url = file_server.add("ERR4_1.fastq.gz", data)
+    file_server.faults["/ERR4_1.fastq.gz"] = Fault("corrupt", times=10)
+    result = fetch_file("ERR4", Expected(url, md5(data), len(data)), tmp_path, retries=1,
+                        **NO_WAIT)
+    assert not result.ok
+    assert f"expected {md5(data)}" in result.error
+    assert "ERR4_1.fastq.gz: MD5" in result.error
+    assert not (tmp_path / "ERR4_1.fastq.gz").exists()
+    assert not (tmp_path / "ERR4_1.fastq.gz.part").exists()
+
+
+def test_a_size_mismatch_is_not_accepted(file_server, tmp_path):
+    data = fastq_gz("ERR5_1")
+    url = file_server.add("ERR5_1.fastq.gz", data)
+    result = fetch_file("ERR5", Expected(url, md5(data), len(data) + 7), tmp_path, retries=0,
+                        **NO_WAIT)
+    assert not result.ok
+    assert f"size {len(data)} bytes, expected {len(data) + 7}" in result.error
+    assert not (tmp_path / "ERR5_1.fastq.gz").exists()
+
+
+def test_a_404_is_a_clean_error_and_is_not_retried(file_server, tmp_path):
+    url = file_server.url("missing.fastq.gz")
+    result = fetch_file("ERR6", Expected(url, "0" * 32, 10), tmp_path, retries=3, **NO_WAIT)
+    assert not result.ok
+    assert "HTTP 404" in result.error and url in result.error
+    assert len(file_server.requests) == 1
+
+
+def test_a_stalled_server_times_out_is_retried_then_fails_cleanly(file_server, tmp_path):
+    data = fastq_gz("ERR7_1")
+    url = file_server.add("ERR7_1.fastq.gz", data)
+    file_server.faults["/ERR7_1.fastq.gz"] = Fault("stall", after=100, times=10)
+    started = time.monotonic()
+    result = fetch_file("ERR7", Expected(url, md5(data), len(data)), tmp_path, retries=2,
+                        backoff=0.0, timeout=0.5)
+    assert not result.ok
+    assert "timed out" in result.error
+    assert "after 3 attempts" in result.error
+    assert len(file_server.requests) == 3
+    assert time.monotonic() - started < 15
+
+
+def test_a_stall_then_recovery_resumes_the_file(file_server, tmp_path):
+    data = fastq_gz("ERR8_1")
+    url = file_server.add("ERR8_1.fastq.gz", data)
+    file_server.faults["/ERR8_1.fastq.gz"] = Fault("stall", after=500, times=1)
+    result = fetch_file("ERR8", Expected(url, md5(data), len(data)), tmp_path, retries=2,
+                        backoff=0.0, timeout=0.5)
+    assert result.ok
+    assert file_server.requests[1]["range"] == "bytes=500-"
+
+
+def test_a_three_file_run_fetches_each_file_with_its_own_md5_and_size(file_server, tmp_path):
+    files = {name: fastq_gz(name) for name in ("ERR9.fastq.gz", "ERR9_1.fastq.gz",
+                                                "ERR9_2.fastq.gz")}
+    urls = ";".join(file_server.add(name, data) for name, data in files.items())
+    wants = expected_files(urls, ";".join(md5(d) for d in files.values()),
+                           ";".join(str(len(d)) for d in files.values()) + ";")
+    results = [fetch_file("ERR9", want, tmp_path, **NO_WAIT) for want in wants]
+    assert [r.ok for r in results] == [True, True, True]
+    for name, data in files.items():
+        assert (tmp_path / name).read_bytes() == data
+
+
+def test_a_file_already_present_with_the_right_md5_is_not_fetched_again(file_server, tmp_path):
+    data = fastq_gz("ERR10_1")
+    url = file_server.add("ERR10_1.fastq.gz", data)
+    (tmp_path / "ERR10_1.fastq.gz").write_bytes(data)
+    result = fetch_file("ERR10", Expected(url, md5(data), len(data)), tmp_path, **NO_WAIT)
+    assert result.ok
+    assert file_server.requests == []
+
+
+def test_lists_that_do_not_pair_up_are_refused():
+    try:
+        expected_files("http://x/a;http://x/b", "m1", "1;2")
+    except FetchError as exc:
+        assert "do not pair up" in str(exc)
+    else:
+        raise AssertionError("mismatched lists were accepted")
+
+
+def test_an_unsupported_scheme_is_a_permanent_error():
+    try:
+        open_stream("gopher://host/file", 0, 1)
+    except FetchError as exc:
+        assert exc.permanent and "not http, https or ftp" in str(exc)
+    else:
+        raise AssertionError("gopher was accepted")
