@@ -12,6 +12,8 @@ import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
+pytest_plugins = ["tests.loopback"]
+
 
 def cli_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     """Environment for a microfetch process working in ``tmp_path``."""

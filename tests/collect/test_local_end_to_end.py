@@ -1,0 +1,149 @@
+"""Dispatch to the local backend, let the real chunk runner fetch, collect home."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import time
+
+from backend.accessions import Run, RunStatus
+from backend.collect import Collector
+from backend.dispatch import Dispatcher
+from backend.registry import Stage, Status
+from backend.timeutil import utc_now
+from backend.workers import Phase
+
+from ..loopback import Fault, fastq_gz, md5
+from .conftest import TAXON
+
+
+def serve_runs(lab, file_server, count: int) -> dict[str, dict[str, bytes]]:
+    host = f"127.0.0.1:{file_server.port}"
+    contents = {}
+    with lab.accessions.transaction() as runs:
+        for i in range(1, count + 1):
+            acc = f"ERR{1000 + i}"
+            files = {f"{acc}_{m}.fastq.gz": fastq_gz(f"{acc}_{m}") for m in (1, 2)}
+            for name, data in files.items():
+                file_server.add(f"vol1/fastq/{acc}/{name}", data)
+            runs[acc] = Run(acc, fastq_files=tuple(f"{host}/vol1/fastq/{acc}/{n}" for n in files),
+                            fastq_bytes=tuple(len(d) for d in files.values()),
+                            fastq_md5=tuple(md5(d) for d in files.values()))
+            contents[acc] = files
+    lab.registry.update(TAXON, stage=Stage.DISPATCH)
+    return contents
+
+
+def local_lab(lab):
+    settings = lab.settings.with_overrides(fastq_scheme="http", callback_url="")
+    lab.settings = settings
+    lab.backend.settings = settings
+    return Dispatcher(settings, lab.backend, lab.registry, lab.store)
+
+
+def wait_for(predicate, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.1)
+
+
+def test_runs_are_fetched_by_a_local_worker_and_collected_home(lab, file_server):
+    dispatcher = local_lab(lab)
+    contents = serve_runs(lab, file_server, 4)
+
+    report = dispatcher.dispatch(TAXON, utc_now())
+
+    (name,) = report.started
+    record = lab.store.get(name)
+    assert record.phase is Phase.RUNNING
+    assert (lab.backend.folder(record) / "token").stat().st_mode & 0o777 == 0o600
+    assert {r.status for r in lab.accessions.load().values()} == {RunStatus.ASSIGNED}
+    row = lab.registry.get(TAXON)
+    assert (row.stage, row.last_run_status, row.droplet_ips) == (
+        Stage.WAIT, Status.IN_PROGRESS, ("localhost",))
+    assert [e["field"] for e in lab.registry.history(TAXON)].count("cost_estimate") == 1
+
+    wait_for(lambda: (lab.backend.folder(record) / "out" / "DONE.json").exists())
+    collected = Collector(lab.settings, lab.backend, lab.registry, lab.store).collect()
+
+    assert collected.collected == [name]
+    for acc, files in contents.items():
+        for file_name, data in files.items():
+            path = lab.genomes() / acc / file_name
+            assert hashlib.md5(path.read_bytes()).hexdigest() == md5(data)
+    assert {r.status for r in lab.accessions.load().values()} == {RunStatus.FETCHED}
+    assert len((lab.genomes() / "samplesheet.csv").read_text().splitlines()) == 1 + 4
+    assert not lab.backend.folder(record).exists()
+    assert not any((lab.settings.data_dir / "staging").iterdir())
+    assert not (lab.settings.data_dir / "outbox" / name).exists()
+    assert lab.registry.get(TAXON).last_run_status is Status.COMPLETE
+
+
+def test_a_worker_killed_mid_chunk_gives_its_runs_back_and_nothing_is_taken(lab, file_server):
+    dispatcher = local_lab(lab)
+    contents = serve_runs(lab, file_server, 2)
+    for acc in contents:
+        for name in contents[acc]:
+            file_server.faults[f"/vol1/fastq/{acc}/{name}"] = Fault("stall", after=50, times=99)
+    (name,) = dispatcher.dispatch(TAXON, utc_now()).started
+    record = lab.store.get(name)
+    wait_for(lambda: len(file_server.requests) >= 1)
+    os.killpg(int(record.extra["pid"]), signal.SIGKILL)
+    wait_for(lambda: lab.backend.status(lab.store.get(name)).value == "gone", 10)
+
+    report = Collector(lab.settings, lab.backend, lab.registry, lab.store).collect()
+
+    assert report.lost == [name]
+    runs = lab.accessions.load()
+    assert {r.status for r in runs.values()} == {RunStatus.PENDING}
+    assert all(r.attempts == 1 and "stopped before it finished" in r.last_error
+               for r in runs.values())
+    assert not lab.genomes().exists() or not any(lab.genomes().rglob("*.fastq.gz"))
+    assert not lab.backend.folder(record).exists()
+    assert lab.registry.get(TAXON).stage is Stage.DISPATCH
+
+
+def test_dispatch_waits_when_every_worker_slot_is_taken(lab, file_server):
+    dispatcher = local_lab(lab)
+    lab.settings = lab.settings.with_overrides(max_workers=1, chunk_max_runs=1)
+    dispatcher.settings = lab.settings
+    lab.backend.settings = lab.settings
+    serve_runs(lab, file_server, 3)
+    first = dispatcher.dispatch(TAXON, utc_now())
+    assert len(first.started) == 1
+    second = dispatcher.dispatch(TAXON, utc_now())
+    assert second.started == [] and "no free worker" in second.waiting
+    pending = [r for r in lab.accessions.load().values() if r.status is RunStatus.PENDING]
+    assert len(pending) == 2
+
+
+def test_a_run_larger_than_a_worker_is_excluded_as_too_large(lab, file_server):
+    dispatcher = local_lab(lab)
+    lab.settings = lab.settings.with_overrides(worker_disk_gb=0.00001)  # 10 kB
+    dispatcher.settings = lab.backend.settings = lab.settings
+    serve_runs(lab, file_server, 1)
+    with lab.accessions.transaction() as runs:
+        runs["ERR1001"].fastq_bytes = (9000, 9000)
+    report = dispatcher.dispatch(TAXON, utc_now())
+    assert report.too_large == ["ERR1001"]
+    run = lab.accessions.load()["ERR1001"]
+    assert run.excluded and run.exclusion_reason.startswith("too_large: 18000 bytes")
+    assert lab.registry.get(TAXON).last_run_status is Status.COMPLETE
+
+
+def test_a_claimed_worker_is_started_once_after_a_crash(lab, file_server):
+    dispatcher = local_lab(lab)
+    serve_runs(lab, file_server, 2)
+    pending = list(lab.accessions.load().values())
+    name = dispatcher._claim(TAXON, pending)  # the crash came right after the claim
+    assert lab.store.get(name).phase is Phase.CLAIMED
+
+    assert dispatcher.resume() == [name]
+    assert dispatcher.resume() == []
+    assert len(lab.store.live()) == 1
+    record = lab.store.get(name)
+    wait_for(lambda: (lab.backend.folder(record) / "out" / "DONE.json").exists())
+    assert Collector(lab.settings, lab.backend, lab.registry, lab.store).collect().collected \
+        == [name]
