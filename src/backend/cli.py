@@ -256,8 +256,9 @@ def build_parser() -> argparse.ArgumentParser:
     remove.add_argument("ids", nargs="+", type=_taxon_id, metavar="ID")
     remove.set_defaults(func=cmd_remove_taxa)
 
-    from backend import cli_workers
+    from backend import cli_ena, cli_workers
 
+    cli_ena.add_parsers(sub, _taxon_id)
     cli_workers.add_parsers(sub, _taxon_id)
 
     tick = sub.add_parser("tick", help="run each job once in the foreground (cron, debugging)")
@@ -280,6 +281,8 @@ def _run(parser: argparse.ArgumentParser, argv: Sequence[str] | None,
     args.extra = extra  # add-taxa: things that look like options are ids to reject
     try:
         settings = load_settings()
+        if args.func is not cmd_serve:
+            _setup_logs(settings)  # logs go to files; the console gets plain lines
         return args.func(args, settings)
     except MicrofetchError as exc:
         print(f"error: {exc}", file=sys.stderr)

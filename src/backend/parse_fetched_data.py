@@ -1,0 +1,183 @@
+"""The `filter` stage: which runs of ``ENA_metadata/<taxon>.csv`` are worth fetching.
+
+Every rule lives here, configured by settings; an excluded run records a reason that starts
+with a fixed code. Accessions and paths are validated before anything uses them in a path, a
+URL or a command. Re-filtering never loses a run's assignment or fetched state.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from backend.accessions import AccessionList, Exclusion, Run, RunStatus
+from backend.collect import settle_taxon
+from backend.fetch_accession_links import metadata_path
+from backend.logs import taxon_log
+from backend.registry import Registry
+from backend.settings import Settings
+from backend.workers import WorkerStore
+
+ACCESSION = re.compile(r"^[EDS]RR\d{6,12}$")
+PATH = re.compile(r"^(?P<host>[A-Za-z0-9.-]+(?::\d{1,5})?)/(?P<rest>[A-Za-z0-9._/+-]+)$")
+
+
+@dataclass(frozen=True)
+class Files:
+    paths: tuple[str, ...]
+    md5s: tuple[str, ...]
+    sizes: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Decision:
+    files: Files | None
+    exclusion: Exclusion | None = None
+    detail: str = ""
+
+
+@dataclass
+class FilterResult:
+    selected: int = 0
+    excluded: Counter[str] = field(default_factory=Counter)
+    back_to_pending: int = 0
+
+
+def _split(value: str) -> list[str]:
+    """ENA's ``;``-joined lists, which may be empty or carry a trailing separator."""
+    parts = [part.strip() for part in (value or "").split(";")]
+    while parts and not parts[-1]:
+        parts.pop()
+    return parts
+
+
+def choose_files(ftp: str, md5: str, sizes: str) -> Decision:
+    """The files a worker fetches, each with its own MD5 and size.
+
+    A paired run may also list an unpaired file besides ``_1`` and ``_2``: the pair is taken,
+    with the MD5 and size at the pair's own positions (not the first two of the lists).
+    """
+    paths, md5s, byte_counts = _split(ftp), _split(md5), _split(sizes)
+    if not paths or not any(paths):
+        return Decision(None, Exclusion.NO_FILES, "ENA lists no FASTQ files")
+    if len(md5s) != len(paths) or not all(md5s) or not all(re.fullmatch(r"[0-9a-fA-F]{32}", m)
+                                                          for m in md5s):
+        return Decision(None, Exclusion.NO_MD5, f"{len(paths)} files but MD5s {md5!r}")
+    if len(byte_counts) != len(paths) or not all(b.isdigit() for b in byte_counts):
+        return Decision(None, Exclusion.NO_FILES, f"sizes {sizes!r} do not match the files")
+    picked = range(len(paths))
+    pair = [i for i, p in enumerate(paths) if re.search(r"_[12]\.f(ast)?q(\.gz)?$", p)]
+    if len(paths) > 2 and len(pair) == 2:
+        picked = pair
+    return Decision(Files(tuple(paths[i] for i in picked), tuple(md5s[i].lower() for i in picked),
+                          tuple(int(byte_counts[i]) for i in picked)))
+
+
+def check_path(path: str, hosts: tuple[str, ...]) -> Decision | None:
+    """An exclusion for a path that is not a plain ``host/relative/path`` on an allowed host."""
+    match = PATH.match(path)
+    if not match or ".." in path.split("/") or "//" in path or path.endswith("/"):
+        return Decision(None, Exclusion.BAD_PATH, f"{path!r} is not a plain host/path")
+    if match["host"].lower() not in hosts:
+        return Decision(None, Exclusion.HOST_NOT_ALLOWED,
+                        f"{match['host']} is not in MICROFETCH_FASTQ_HOSTS")
+    return None
+
+
+def decide(row: Mapping[str, str], settings: Settings) -> Decision:
+    """Apply every rule to one metadata row, in a fixed order; the first failing rule wins."""
+    accession = row.get("run_accession", "")
+    if not ACCESSION.match(accession):
+        return Decision(None, Exclusion.BAD_ACCESSION, f"{accession!r} is not an ERR/SRR/DRR run")
+    for column, wanted, code in (
+        ("instrument_platform", settings.select_platforms, Exclusion.PLATFORM),
+        ("library_strategy", settings.select_strategies, Exclusion.STRATEGY),
+        ("library_source", settings.select_sources, Exclusion.SOURCE),
+        ("library_layout", settings.select_layouts, Exclusion.LAYOUT),
+    ):
+        value = (row.get(column) or "").upper()
+        if value not in wanted:
+            return Decision(None, code, f"{value or 'empty'} is not {' or '.join(wanted)}")
+    bases = row.get("base_count") or "0"
+    if settings.min_bases and (not bases.isdigit() or int(bases) < settings.min_bases):
+        return Decision(None, Exclusion.MIN_BASES, f"{bases} bases < {settings.min_bases}")
+    decision = choose_files(row.get("fastq_ftp", ""), row.get("fastq_md5", ""),
+                            row.get("fastq_bytes", ""))
+    if decision.files is None:
+        return decision
+    for path in decision.files.paths:
+        problem = check_path(path, settings.fastq_hosts)
+        if problem:
+            return problem
+    return decision
+
+
+def _metadata_rows(path: Path) -> Iterator[dict[str, str]]:
+    if not path.exists():
+        return
+    with open(path, newline="", encoding="utf-8") as handle:
+        yield from csv.DictReader(handle)
+
+
+def selected_elsewhere(settings: Settings, registry: Registry, taxon_id: int) -> dict[str, int]:
+    """Runs wanted under another taxon of the registry: run accession -> that taxon."""
+    owners: dict[str, int] = {}
+    for row in registry.load():
+        if row.taxonomy_id == taxon_id:
+            continue
+        for run in AccessionList(settings.data_dir, row.taxonomy_id).load().values():
+            if run.wanted:
+                owners.setdefault(run.accession, row.taxonomy_id)
+    return owners
+
+
+def filter_taxon(settings: Settings, registry: Registry, taxon_id: int,
+                 now: datetime) -> FilterResult:
+    """Decide every run of the taxon and write its accession list."""
+    registry.get(taxon_id)
+    owners = selected_elsewhere(settings, registry, taxon_id)
+    result = FilterResult()
+    with AccessionList(settings.data_dir, taxon_id).transaction() as runs:
+        for row in _metadata_rows(metadata_path(settings.data_dir, taxon_id)):
+            decision = decide(row, settings)
+            accession = row.get("run_accession", "")
+            if decision.files is not None and accession in owners:
+                decision = Decision(None, Exclusion.DUPLICATE,
+                                    f"selected under taxon {owners[accession]}")
+            if decision.exclusion is Exclusion.BAD_ACCESSION:
+                accession = re.sub(r"[^\w.-]", "?", accession)[:40] or "?"
+            result.back_to_pending += _apply(runs, accession, decision)
+        for run in runs.values():
+            if run.wanted:
+                result.selected += 1
+            else:
+                result.excluded[run.exclusion_code] += 1
+    settle_taxon(settings, registry, WorkerStore(settings.data_dir), taxon_id, "filter")
+    taxon_log(taxon_id).info("selected {} runs; excluded {}", result.selected,
+                             dict(result.excluded))
+    return result
+
+
+def _apply(runs: dict[str, Run], accession: str, decision: Decision) -> int:
+    """Fold one decision into the list; returns 1 when a fetched run must be fetched again."""
+    run = runs.setdefault(accession, Run(accession))
+    if run.status is RunStatus.ASSIGNED or run.exclusion_code == Exclusion.FAILED_ATTEMPTS:
+        return 0  # in flight, or given up on after failures: a person decides (`retry`)
+    if decision.files is None:
+        if run.status is not RunStatus.FETCHED:
+            assert decision.exclusion is not None
+            run.exclude(decision.exclusion, decision.detail)
+        return 0
+    files = decision.files
+    again = run.status is RunStatus.FETCHED and run.fastq_md5 != files.md5s
+    if again:
+        run.status = RunStatus.PENDING
+        run.last_error = f"MD5 changed at ENA (was {';'.join(run.fastq_md5)})"
+    run.include()
+    run.fastq_files, run.fastq_md5, run.fastq_bytes = files.paths, files.md5s, files.sizes
+    return int(again)
