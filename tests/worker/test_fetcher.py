@@ -40,7 +40,6 @@ def test_a_cut_connection_is_resumed_without_fetching_received_bytes_again(file_
     kept = int(second["range"].removeprefix("bytes=").rstrip("-"))
     assert 0 < kept <= cut  # the resume starts where the received bytes end
     assert second["sent"] == len(data) - kept  # so nothing received is fetched again
-    assert result.fetched_bytes == len(data)
     assert (tmp_path / "ERR2_1.fastq.gz").read_bytes() == data
 
 
