@@ -176,13 +176,12 @@ def cmd_remove_taxa(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    """The daemon and the web server, until SIGTERM or SIGINT."""
+    from backend.daemon import serve
+
     _registry(settings)
     _setup_logs(settings, console=True)
-    print(
-        "microfetch serve: the registry, add_taxa.py, status and the admin commands work; "
-        "the daemon (heartbeat, collector, web server) is not built yet, so nothing runs."
-    )
-    return EXIT_OK
+    return serve(settings)
 
 
 def cmd_tick(args: argparse.Namespace, settings: Settings) -> int:

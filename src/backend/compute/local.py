@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
 from backend.compute.base import ComputeBackend, LiveWorker, SaveRecord, WorkerState
@@ -84,7 +85,8 @@ class LocalBackend(ComputeBackend):
         if not self.root.exists():
             return []
         return [
-            LiveWorker(name=path.name, address="localhost", backend_id=str(path))
+            LiveWorker(name=path.name, address="localhost", backend_id=str(path),
+                       created_at=datetime.fromtimestamp(path.stat().st_mtime, UTC))
             for path in sorted(self.root.iterdir())
             if path.is_dir() and NAME_PATTERN.match(path.name)
         ]

@@ -1,0 +1,118 @@
+"""Reconciliation: the backend's live workers against the worker records.
+
+- a live worker with no record (or a closed one), older than the grace period, is destroyed;
+- a record whose worker vanished is closed and its assigned runs go back to pending;
+- a worker older than the age limit puts its taxon in ``needs_attention``.
+Written once for every backend; the orphan grace period protects a worker being started.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from backend.accessions import AccessionList, RunStatus
+from backend.collect import settle_taxon
+from backend.compute.base import ComputeBackend, LiveWorker
+from backend.errors import OperationError
+from backend.logs import taxon_log
+from backend.registry import Registry
+from backend.settings import Settings
+from backend.statefile import locked
+from backend.timeutil import utc_now
+from backend.workers import Phase, WorkerRecord, WorkerStore, parse_worker_name
+
+ACTOR = "reconciler"
+
+
+@dataclass
+class ReconcileReport:
+    destroyed: list[str] = field(default_factory=list)
+    closed: list[str] = field(default_factory=list)
+    flagged: list[str] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        return (f"{len(self.destroyed)} orphans destroyed, {len(self.closed)} vanished workers "
+                f"closed, {len(self.flagged)} old workers flagged")
+
+
+def reconcile(settings: Settings, backend: ComputeBackend, store: WorkerStore,
+              registry: Registry, now: datetime, grace: float | None = None) -> ReconcileReport:
+    """One pass; ``grace`` overrides MICROFETCH_ORPHAN_GRACE_SECONDS (0 for `workers reap`)."""
+    report = ReconcileReport()
+    live = {worker.name: worker for worker in backend.list_live()}
+    records = {r.name: r for r in store.all() if r.backend == backend.name}
+    grace = settings.orphan_grace_seconds if grace is None else grace
+    for name, worker in live.items():
+        record = records.get(name)
+        if (record is None or record.phase is Phase.DESTROYED) and \
+                _age(worker.created_at, now) >= grace:
+            _destroy_orphan(backend, worker, record)
+            report.destroyed.append(name)
+    for name, record in records.items():
+        if record.phase in (Phase.CLAIMED, Phase.DESTROYED):
+            continue
+        if name not in live:
+            if _close(settings, store, registry, record):
+                report.closed.append(name)
+        elif _too_old(settings, registry, record, now):
+            report.flagged.append(name)
+    return report
+
+
+def _age(created_at: datetime | None, now: datetime) -> float:
+    return (now - created_at).total_seconds() if created_at else float("inf")
+
+
+def _destroy_orphan(backend: ComputeBackend, worker: LiveWorker,
+                    record: WorkerRecord | None) -> None:
+    if record is None:
+        taxon, chunk = parse_worker_name(worker.name)
+        record = WorkerRecord(name=worker.name, backend=backend.name, taxon_id=taxon,
+                              chunk=chunk, runs=[], bytes=0, token_sha256="",
+                              created_at=worker.created_at or utc_now(), address=worker.address)
+        if worker.backend_id.isdigit():
+            record.droplet_id = int(worker.backend_id)
+    backend.destroy(record)
+    taxon_log(record.taxon_id).warning("destroyed orphan worker {} (no record of it)",
+                                       worker.name)
+
+
+def _close(settings: Settings, store: WorkerStore, registry: Registry,
+           record: WorkerRecord) -> bool:
+    """Close the record of a worker that no longer exists; its runs go back to pending."""
+    try:
+        with locked(store.folder / f"{record.name}.collect", timeout=0.5):
+            current = store.get(record.name)
+            if current is None or current.phase is Phase.DESTROYED:
+                return False
+            reason = "the worker vanished before it was collected"
+            with AccessionList(settings.data_dir, record.taxon_id).transaction() as runs:
+                for accession in record.runs:
+                    run = runs.get(accession)
+                    if run and run.status is RunStatus.ASSIGNED and run.worker == record.name:
+                        run.status, run.droplet_ip, run.last_error = RunStatus.PENDING, "", reason
+            with store.edit(record.name) as edited:
+                edited.phase, edited.last_error = Phase.DESTROYED, reason
+    except OperationError:
+        return False  # a collection holds it: it is not vanished, it is being collected
+    settle_taxon(settings, registry, store, record.taxon_id, ACTOR)
+    taxon_log(record.taxon_id).warning("worker {}: {}; its runs are pending again",
+                                       record.name, reason)
+    return True
+
+
+def _too_old(settings: Settings, registry: Registry, record: WorkerRecord,
+             now: datetime) -> bool:
+    limit = timedelta(hours=settings.worker_max_age_hours)
+    if now - record.created_at < limit:
+        return False
+    reason = (f"worker {record.name} is older than {settings.worker_max_age_hours:g} h; check "
+              f"it, then `microfetch workers destroy {record.name}` or raise "
+              "MICROFETCH_WORKER_MAX_AGE_HOURS")
+    with registry.transaction(ACTOR) as table:
+        row = table.get(record.taxon_id)
+        if row is None or row.needs_attention:
+            return False
+        row.needs_attention = reason
+    return True

@@ -1,0 +1,40 @@
+"""``GET /healthz`` and ``GET /metrics``. Neither calls a cloud API."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, current_app, jsonify
+from flask.typing import ResponseReturnValue
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from backend.errors import MicrofetchError
+from backend.metrics import COUNTERS, StateCollector
+from backend.registry import Registry
+from backend.timeutil import format_time, utc_now
+
+bp = Blueprint("health", __name__)
+
+
+@bp.get("/healthz")
+def healthz() -> ResponseReturnValue:
+    settings = current_app.config["MICROFETCH_SETTINGS"]
+    daemon = current_app.config["MICROFETCH_DAEMON"]
+    problems = daemon.problems(utc_now())
+    try:
+        taxa = len(Registry.from_settings(settings).load())
+    except (MicrofetchError, OSError) as exc:
+        problems.append(f"the registry is not readable: {exc}")
+        taxa = None
+    body = {
+        "status": "ok" if not problems else "unhealthy", "problems": problems,
+        "scheduler_running": daemon.scheduler_running, "stopping": daemon.stopping,
+        "last_heartbeat": format_time(daemon.last_heartbeat), "taxa": taxa,
+    }
+    return jsonify(body), 200 if not problems else 503
+
+
+@bp.get("/metrics")
+def metrics() -> Response:
+    state = CollectorRegistry()
+    state.register(StateCollector(current_app.config["MICROFETCH_SETTINGS"]))
+    text = generate_latest(COUNTERS) + generate_latest(state)
+    return Response(text, content_type=CONTENT_TYPE_LATEST)
