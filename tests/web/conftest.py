@@ -1,0 +1,53 @@
+"""The app built by create_app on a temp registry, with one taxon and one running worker."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from backend.metrics import DaemonStatus
+from backend.registry import Registry, Stage, Status, Taxon
+from backend.settings import Settings, load_settings
+from backend.timeutil import utc_now
+from backend.workers import Phase, WorkerRecord, WorkerStore, token_hash
+from web import create_app
+
+TOKEN = "worker-token"
+ADMIN = "admin-token-for-tests"
+WORKER = "mf-562-0-abcdef"
+
+
+@dataclass
+class Site:
+    app: Flask
+    client: FlaskClient
+    settings: Settings
+    registry: Registry
+    store: WorkerStore
+    daemon: DaemonStatus
+    woken: list[str]
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Site:
+    settings = load_settings({"MICROFETCH_CSV": str(tmp_path / "microfetch.csv"),
+                              "MICROFETCH_DATA_DIR": str(tmp_path / "data"),
+                              "MICROFETCH_ADMIN_TOKEN": ADMIN})
+    registry = Registry.from_settings(settings)
+    registry.ensure_ready()
+    with registry.transaction("test") as table:
+        table[562] = Taxon(562, "Escherichia coli", stage=Stage.WAIT,
+                           last_run_status=Status.IN_PROGRESS, droplet_ips=("127.0.0.1",))
+    store = WorkerStore(settings.data_dir)
+    store.create(WorkerRecord(name=WORKER, backend="local", taxon_id=562, chunk=0,
+                              runs=["ERR1000001"], bytes=100, token_sha256=token_hash(TOKEN),
+                              created_at=utc_now(), phase=Phase.RUNNING, address="127.0.0.1"))
+    daemon = DaemonStatus(heartbeat_seconds=60)
+    woken: list[str] = []
+    app = create_app(settings, daemon=daemon, on_callback=woken.append)
+    app.config["TESTING"] = True
+    return Site(app, app.test_client(), settings, registry, store, daemon, woken)
