@@ -8,18 +8,22 @@ from flask import Flask
 
 from backend.metrics import DaemonStatus
 from backend.settings import Settings, load_settings
+from web.auth import session_secret
 
 
 def create_app(settings: Settings | None = None, *, daemon: DaemonStatus | None = None,
                on_callback: Callable[[str], None] | None = None) -> Flask:
     """The app factory: the single seam between the web app and everything else."""
     app = Flask(__name__)
-    app.config["MICROFETCH_SETTINGS"] = settings or load_settings()
+    settings = settings or load_settings()
+    app.config["MICROFETCH_SETTINGS"] = settings
+    app.config.update(SECRET_KEY=session_secret(settings.admin_token),
+                      SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Strict")
     app.config["MICROFETCH_DAEMON"] = daemon or DaemonStatus()
     app.config["MICROFETCH_ON_CALLBACK"] = on_callback or (lambda name: None)
 
-    from web import callbacks, health
+    from web import api, callbacks, health, pages
 
-    app.register_blueprint(callbacks.bp)
-    app.register_blueprint(health.bp)
+    for blueprint in (callbacks.bp, health.bp, api.bp, pages.bp):
+        app.register_blueprint(blueprint)
     return app

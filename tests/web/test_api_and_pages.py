@@ -1,0 +1,153 @@
+"""The JSON API, admin actions (bearer and CSRF), pages, and the OpenAPI document."""
+
+from __future__ import annotations
+
+import re
+
+from backend.accessions import AccessionList, Exclusion, Run, RunStatus
+from backend.add_taxa import UnknownToEna
+from backend.timeutil import utc_now
+from web import create_app
+from web.openapi import OPENAPI
+
+from .conftest import ADMIN
+
+
+def lookup(taxon_id: int) -> str:
+    if taxon_id == 999999:
+        raise UnknownToEna("ENA's taxonomy does not know 999999 (404 No results)")
+    return {1280: "Staphylococcus aureus"}.get(taxon_id, "")
+
+
+def admin(site):
+    return {"Authorization": f"Bearer {ADMIN}"}
+
+
+def test_get_taxa_and_one_taxon_give_state_stage_and_progress(site):
+    with AccessionList(site.settings.data_dir, 562).transaction() as runs:
+        runs["ERR1000001"] = Run("ERR1000001", status=RunStatus.FETCHED, fastq_bytes=(10, 20),
+                                 fetched_at=utc_now())
+        runs["ERR1000002"] = Run("ERR1000002", fastq_bytes=(5,))
+        runs["ERR1000003"] = Run("ERR1000003")
+        runs["ERR1000003"].exclude(Exclusion.PLATFORM, "LS454 is not ILLUMINA")
+    (taxon,) = site.client.get("/api/taxa").get_json()["taxa"]
+    assert taxon["taxonomy_id"] == 562
+    one = site.client.get("/api/taxa/562").get_json()
+    assert one["state"] == "in progress" and one["stage"] == "wait"
+    assert one["task_percent"] == 50.0
+    assert one["runs"] | {} == {"wanted": 2, "fetched": 1, "pending": 1, "assigned": 0,
+                                "failed": 0, "excluded": 1}
+    assert one["bytes_fetched"] == 30
+    assert one["workers"][0]["name"].startswith("mf-562-")
+    assert one["updated"].endswith("Z")
+    assert site.client.get("/api/taxa/4242").status_code == 404
+    assert site.client.get("/api/taxa/abc").status_code == 400
+
+
+def test_adding_taxa_through_the_api_answers_per_id(site):
+    site.app.config["MICROFETCH_LOOKUP"] = lookup
+    response = site.client.post("/api/taxa", json={"taxonomy_ids": [1280, 562, 999999, -5]},
+                                headers=admin(site))
+    assert response.status_code == 200
+    results = {r["given"]: r for r in response.get_json()["results"]}
+    assert results["1280"]["result"] == "added"
+    assert results["1280"]["scientific_name"] == "Staphylococcus aureus"
+    assert results["562"]["result"] == "present"
+    assert results["999999"]["result"] == "rejected"
+    assert results["-5"]["result"] == "rejected"
+    assert {r.taxonomy_id for r in site.registry.load()} == {562, 1280}
+    history = site.registry.history(1280)
+    assert history[-1]["actor"] == "web:admin"
+
+
+def test_admin_api_actions_need_the_token_and_change_nothing_without_it(site):
+    before = site.registry.path.read_bytes()
+    assert site.client.post("/api/taxa", json={"taxonomy_ids": [7]}).status_code == 401
+    wrong = {"Authorization": "Bearer nope"}
+    assert site.client.post("/api/taxa/562/priority", json={"priority": 3},
+                            headers=wrong).status_code == 401
+    assert site.registry.path.read_bytes() == before
+    assert site.client.post("/api/taxa/562/priority", json={"priority": 3},
+                            headers=admin(site)).get_json()["priority"] == 3
+    site.registry.update(562, needs_attention="disk full")
+    assert site.client.post("/api/taxa/562/clear-attention",
+                            headers=admin(site)).status_code == 200
+    assert site.registry.get(562).needs_attention == ""
+    assert site.client.post("/api/taxa/562/priority", json={"priority": "high"},
+                            headers=admin(site)).status_code == 400
+
+
+def test_retry_through_the_api_brings_failed_runs_back(site):
+    with AccessionList(site.settings.data_dir, 562).transaction() as runs:
+        runs["ERR1000009"] = Run("ERR1000009", status=RunStatus.FAILED, attempts=3)
+        runs["ERR1000009"].exclude(Exclusion.FAILED_ATTEMPTS, "3 attempts failed")
+    response = site.client.post("/api/taxa/562/retry", headers=admin(site))
+    assert response.get_json()["pending_again"] == 1
+
+
+def test_without_an_admin_token_configured_admin_actions_are_disabled(site, tmp_path):
+    settings = site.settings.with_overrides(admin_token="")
+    client = create_app(settings).test_client()
+    response = client.post("/api/taxa", json={"taxonomy_ids": [7]},
+                           headers={"Authorization": "Bearer "})
+    assert response.status_code == 403
+    assert "set MICROFETCH_ADMIN_TOKEN" in response.get_json()["error"]
+    page = client.get("/").get_data(as_text=True)
+    assert "Admin actions are disabled" in page
+
+
+def csrf_of(page: str) -> str:
+    return re.search(r'name="csrf" value="([^"]+)"', page).group(1)
+
+
+def test_the_add_form_needs_a_signed_in_session_and_its_csrf_token(site):
+    site.app.config["MICROFETCH_LOOKUP"] = lookup
+    client = site.client
+    assert client.post("/taxa", data={"ids": "1280"}).status_code == 403
+    client.post("/admin/login", data={"token": "wrong"})
+    assert 'id="add-ids"' not in client.get("/").get_data(as_text=True)
+    client.post("/admin/login", data={"token": ADMIN})
+    page = client.get("/").get_data(as_text=True)
+    refused = client.post("/taxa", data={"ids": "1280", "csrf": "forged"})
+    assert refused.status_code == 403
+    assert "CSRF token" in refused.get_data(as_text=True)
+    added = client.post("/taxa", data={"ids": "1280", "csrf": csrf_of(page)},
+                        follow_redirects=True)
+    assert "added 1280 (Staphylococcus aureus)" in added.get_data(as_text=True)
+    assert 1280 in {r.taxonomy_id for r in site.registry.load()}
+
+
+def test_the_taxon_page_shows_counts_reasons_estimate_history_and_log(site):
+    with AccessionList(site.settings.data_dir, 562).transaction() as runs:
+        runs["ERR1000003"] = Run("ERR1000003")
+        runs["ERR1000003"].exclude(Exclusion.LAYOUT, "SINGLE is not PAIRED")
+    site.registry.note(562, "cost_estimate", {"text": "1 workers, 0.50 GB to fetch"})
+    log = site.settings.log_dir / "562.log"
+    log.parent.mkdir(parents=True)
+    log.write_text("2026-11-23 started worker mf-562-0-abcdef\n")
+    page = site.client.get("/taxa/562").get_data(as_text=True)
+    assert "layout" in page and "1 workers, 0.50 GB to fetch" in page
+    assert "started worker mf-562-0-abcdef" in page
+    assert "Status history" in page
+    assert site.client.get("/taxa/4242").status_code == 404
+
+
+def test_the_dashboard_lists_taxa_with_a_plot(site):
+    page = site.client.get("/").get_data(as_text=True)
+    assert 'data-taxon="562"' in page and "Escherichia coli" in page
+    assert "<svg" in page and "setInterval(refresh" in page
+
+
+def test_the_openapi_document_describes_every_route_and_no_other(site):
+    def to_openapi(rule: str) -> str:
+        return re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", rule)
+
+    routes: dict[str, set[str]] = {}
+    for rule in site.app.url_map.iter_rules():
+        if rule.endpoint == "static":
+            continue
+        routes.setdefault(to_openapi(rule.rule), set()).update(
+            m.lower() for m in rule.methods - {"HEAD", "OPTIONS"})
+    documented = {path: set(ops) for path, ops in OPENAPI["paths"].items()}
+    assert routes == documented
+    assert site.client.get("/openapi.json").get_json()["openapi"].startswith("3.")
