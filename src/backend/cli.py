@@ -11,6 +11,7 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from backend import __version__
 from backend.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, MicrofetchError, UsageError
@@ -184,6 +185,17 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     return serve(settings)
 
 
+def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    """The ENA stand-in and `serve` on the local backend in a temporary folder."""
+    from backend.demo import run_demo
+    from backend.logs import setup_logging
+
+    folder = args.folder.resolve() if args.folder else None
+    if folder is not None:
+        setup_logging(folder / "data" / "logs", console=True)
+    return run_demo(args.port, folder)
+
+
 def cmd_tick(args: argparse.Namespace, settings: Settings) -> int:
     """One heartbeat pass, one collection pass and one reconciliation, in the foreground."""
     from backend.jobs import Jobs
@@ -267,6 +279,11 @@ def build_parser() -> argparse.ArgumentParser:
     health.add_argument("--timeout", type=float, default=5.0, help="seconds (default 5)")
     health.set_defaults(func=cmd_healthcheck)
 
+    demo = sub.add_parser("demo", help="the whole loop on this machine, no network needed")
+    demo.add_argument("--port", type=int, default=8000, help="dashboard port (8000)")
+    demo.add_argument("--folder", type=Path, help="where to keep the demo (a temp folder)")
+    demo.set_defaults(func=cmd_demo)
+
     serve = sub.add_parser("serve", help="run the daemon and the web server")
     serve.set_defaults(func=cmd_serve)
     return parser
@@ -280,7 +297,7 @@ def _run(parser: argparse.ArgumentParser, argv: Sequence[str] | None,
     args.extra = extra  # add-taxa: things that look like options are ids to reject
     try:
         settings = load_settings()
-        if args.func is not cmd_serve:
+        if args.func not in (cmd_serve, cmd_demo):
             _setup_logs(settings)  # logs go to files; the console gets plain lines
         return args.func(args, settings)
     except MicrofetchError as exc:
