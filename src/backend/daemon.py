@@ -8,6 +8,7 @@ start resumes from the registry and the worker records.
 
 from __future__ import annotations
 
+import importlib
 import signal
 import threading
 import time
@@ -26,15 +27,14 @@ from backend.timeutil import utc_now
 
 def startup_problems(settings: Settings) -> list[str]:
     """What stops `serve` from starting with this backend, each saying what to set."""
-    if settings.backend == "digitalocean":
-        from backend.compute.digitalocean import digitalocean_startup_problems
-
-        return digitalocean_startup_problems(settings)
-    if settings.backend == "ssh":
-        from backend.compute.ssh import ssh_startup_problems
-
-        return ssh_startup_problems(settings)
-    return []
+    if settings.backend == "local":
+        return []
+    try:
+        module = importlib.import_module(f"backend.compute.{settings.backend}")
+    except ModuleNotFoundError:
+        return [f"MICROFETCH_BACKEND={settings.backend} is not available in this version of "
+                "microfetch; set MICROFETCH_BACKEND=local"]
+    return module.startup_problems(settings)
 
 
 def guarded(name: str, step: Callable[[], str], status: DaemonStatus) -> Callable[[], None]:

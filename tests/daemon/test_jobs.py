@@ -95,3 +95,11 @@ def test_tick_runs_each_job_once_in_the_foreground(run_cli, tmp_path):
     assert lines[0].startswith("heartbeat: taxon 562: error: ENA did not answer")
     assert lines[1].startswith("collector: collected 0 workers")
     assert lines[2].startswith("reconciler: 0 orphans destroyed")
+
+
+def test_serve_refuses_a_backend_this_version_does_not_have(run_cli, tmp_path):
+    from tests.conftest import cli_env
+
+    result = run_cli("serve", env=cli_env(tmp_path, MICROFETCH_BACKEND="digitalocean"))
+    assert result.returncode == 2
+    assert "set MICROFETCH_BACKEND=local" in result.stderr
