@@ -6,9 +6,9 @@ like the registry.
 
 from __future__ import annotations
 
-import copy
 import csv
-from collections.abc import Iterator
+import os
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -168,30 +168,47 @@ class AccessionList:
 
     def load(self) -> dict[str, Run]:
         """Runs by accession, in file order; empty when the file does not exist."""
+        return {run.accession: run for run in self.runs()}
+
+    def runs(self) -> Iterator[Run]:
+        """Runs one at a time, for lists too large to hold (readers need no lock)."""
         if not self.path.exists():
-            return {}
-        runs: dict[str, Run] = {}
+            return
         with open(self.path, newline="", encoding="utf-8") as handle:
             reader = csv.DictReader(handle)
             for values in reader:
                 if None in values or None in values.values():
                     raise RegistryError(self.path, reader.line_num, "wrong number of fields")
                 try:
-                    run = Run.from_text(values)
+                    yield Run.from_text(values)
                 except ValueError as exc:
                     raise RegistryError(self.path, reader.line_num, str(exc)) from None
-                runs[run.accession] = run
-        return runs
 
     @contextmanager
     def transaction(self) -> Iterator[dict[str, Run]]:
-        """Lock, re-read, let the caller change runs, write atomically if anything changed."""
+        """Lock, re-read, let the caller change runs, then write them atomically."""
         with locked(self.path):
             runs = self.load()
-            before = copy.deepcopy(runs)
             yield runs
-            if runs != before or not self.path.exists():
-                self._write(runs)
+            self._write(runs)
+
+    @contextmanager
+    def rewrite(self) -> Iterator[tuple[dict[str, Run], Callable[[Run], None]]]:
+        """Lock, read the current runs, and stream a whole new list row by row.
+
+        For lists too large to hold twice: the caller gets the current runs and a ``write``
+        function; the new file replaces the old one atomically when the block ends.
+        """
+        with locked(self.path):
+            current = self.load()
+            tmp = self.path.with_name(f".{self.path.name}.rewrite")
+            with open(tmp, "w", newline="", encoding="utf-8") as handle:
+                writer = csv.writer(handle, lineterminator="\n")
+                writer.writerow(COLUMNS)
+                yield current, lambda run: writer.writerow(run.to_text())
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, self.path)
 
     def _write(self, runs: dict[str, Run]) -> None:
         atomic_write_text(self.path, render_csv(COLUMNS, [run.to_text() for run in runs.values()]))

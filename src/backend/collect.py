@@ -177,7 +177,7 @@ class Collector:
 def settle_taxon(settings: Settings, registry: Registry, store: WorkerStore,
                  taxon_id: int, actor: str = ACTOR) -> None:
     """Derive a taxon's stage, status and addresses from its runs and live workers."""
-    runs = AccessionList(settings.data_dir, taxon_id).load().values()
+    runs = AccessionList(settings.data_dir, taxon_id).runs()
     live = [r for r in store.live() if r.taxon_id == taxon_id]
     pending = any(run.wanted and run.status is RunStatus.PENDING for run in runs)
     with registry.transaction(actor) as table:

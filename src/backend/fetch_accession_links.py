@@ -114,15 +114,20 @@ def merge_metadata(download: Path, target: Path) -> tuple[int, int, int, int]:
 
 
 def _convert(download: Path, target: Path) -> tuple[int, int, int, int]:
+    """A first answer, TSV to CSV row by row, columns put in FIELDS order."""
     tmp = target.with_name(f".{target.name}.merge")
     rows = 0
     with open(tmp, "w", newline="", encoding="utf-8") as out:
-        writer = csv.DictWriter(out, FIELDS, extrasaction="ignore", lineterminator="\n")
-        writer.writeheader()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(FIELDS)
         if download.stat().st_size:
             with open(download, newline="", encoding="utf-8") as handle:
-                for row in csv.DictReader(handle, delimiter="\t"):
-                    writer.writerow(row)
+                reader = csv.reader(handle, delimiter="\t")
+                header = next(reader)
+                order = [header.index(f) if f in header else None for f in FIELDS]
+                for values in reader:
+                    writer.writerow(["" if i is None or i >= len(values) else values[i]
+                                     for i in order])
                     rows += 1
         out.flush()
         os.fsync(out.fileno())

@@ -24,6 +24,8 @@ from backend.settings import Settings
 from backend.workers import WorkerStore
 
 ACCESSION = re.compile(r"^[EDS]RR\d{6,12}$")
+MD5 = re.compile(r"^[0-9a-fA-F]{32}$")
+PAIRED_FILE = re.compile(r"_[12]\.f(?:ast)?q(?:\.gz)?$")
 PATH = re.compile(r"^(?P<host>[A-Za-z0-9.-]+(?::\d{1,5})?)/(?P<rest>[A-Za-z0-9._/+-]+)$")
 
 
@@ -65,15 +67,14 @@ def choose_files(ftp: str, md5: str, sizes: str) -> Decision:
     paths, md5s, byte_counts = _split(ftp), _split(md5), _split(sizes)
     if not paths or not any(paths):
         return Decision(None, Exclusion.NO_FILES, "ENA lists no FASTQ files")
-    if len(md5s) != len(paths) or not all(md5s) or not all(re.fullmatch(r"[0-9a-fA-F]{32}", m)
-                                                          for m in md5s):
+    if len(md5s) != len(paths) or not all(MD5.match(m) for m in md5s):
         return Decision(None, Exclusion.NO_MD5, f"{len(paths)} files but MD5s {md5!r}")
     if len(byte_counts) != len(paths) or not all(b.isdigit() for b in byte_counts):
         return Decision(None, Exclusion.NO_FILES, f"sizes {sizes!r} do not match the files")
-    picked = range(len(paths))
-    pair = [i for i, p in enumerate(paths) if re.search(r"_[12]\.f(ast)?q(\.gz)?$", p)]
-    if len(paths) > 2 and len(pair) == 2:
-        picked = pair
+    picked: range | list[int] = range(len(paths))
+    if len(paths) > 2:
+        pair = [i for i, p in enumerate(paths) if PAIRED_FILE.search(p)]
+        picked = pair if len(pair) == 2 else picked
     return Decision(Files(tuple(paths[i] for i in picked), tuple(md5s[i].lower() for i in picked),
                           tuple(int(byte_counts[i]) for i in picked)))
 
@@ -138,11 +139,11 @@ def selected_elsewhere(settings: Settings, registry: Registry, taxon_id: int) ->
 
 def filter_taxon(settings: Settings, registry: Registry, taxon_id: int,
                  now: datetime) -> FilterResult:
-    """Decide every run of the taxon and write its accession list."""
+    """Decide every run of the taxon and write its accession list, streaming."""
     registry.get(taxon_id)
     owners = selected_elsewhere(settings, registry, taxon_id)
     result = FilterResult()
-    with AccessionList(settings.data_dir, taxon_id).transaction() as runs:
+    with AccessionList(settings.data_dir, taxon_id).rewrite() as (current, write):
         for row in _metadata_rows(metadata_path(settings.data_dir, taxon_id)):
             decision = decide(row, settings)
             accession = row.get("run_accession", "")
@@ -151,21 +152,28 @@ def filter_taxon(settings: Settings, registry: Registry, taxon_id: int,
                                     f"selected under taxon {owners[accession]}")
             if decision.exclusion is Exclusion.BAD_ACCESSION:
                 accession = re.sub(r"[^\w.-]", "?", accession)[:40] or "?"
-            result.back_to_pending += _apply(runs, accession, decision)
-        for run in runs.values():
-            if run.wanted:
-                result.selected += 1
-            else:
-                result.excluded[run.exclusion_code] += 1
+            run = current.pop(accession, None) or Run(accession)
+            result.back_to_pending += _apply(run, decision)
+            _count(result, run)
+            write(run)
+        for run in current.values():  # runs ENA no longer lists for this taxon keep their state
+            _count(result, run)
+            write(run)
     settle_taxon(settings, registry, WorkerStore(settings.data_dir), taxon_id, "filter")
     taxon_log(taxon_id).info("selected {} runs; excluded {}", result.selected,
                              dict(result.excluded))
     return result
 
 
-def _apply(runs: dict[str, Run], accession: str, decision: Decision) -> int:
-    """Fold one decision into the list; returns 1 when a fetched run must be fetched again."""
-    run = runs.setdefault(accession, Run(accession))
+def _count(result: FilterResult, run: Run) -> None:
+    if run.wanted:
+        result.selected += 1
+    else:
+        result.excluded[run.exclusion_code] += 1
+
+
+def _apply(run: Run, decision: Decision) -> int:
+    """Fold one decision into a run; returns 1 when a fetched run must be fetched again."""
     if run.status is RunStatus.ASSIGNED or run.exclusion_code == Exclusion.FAILED_ATTEMPTS:
         return 0  # in flight, or given up on after failures: a person decides (`retry`)
     if decision.files is None:
