@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -53,7 +52,16 @@ def synthetic_rows(count: int) -> list[dict[str, str]]:
     return rows
 
 
-MICROFETCH = """
+# Each child reports its own peak RSS: VmHWM starts afresh at exec, while ru_maxrss of a child
+# is inherited from this (large) parent at fork and would hide the child's own figure.
+PEAK = """
+def hwm():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+"""
+
+MICROFETCH = PEAK + """
 import sys, json, time
 from datetime import datetime, UTC
 from backend.settings import load_settings
@@ -68,10 +76,10 @@ with registry.transaction() as table:
 now = datetime.now(UTC)
 check = check_taxon(settings, registry, 562, now, progress=False)
 result = filter_taxon(settings, registry, 562, now)
-print(json.dumps({"rows": check.total, "selected": result.selected}))
+print(json.dumps({"rows": check.total, "selected": result.selected, "hwm": hwm()}))
 """
 
-BASELINE = """
+BASELINE = PEAK + """
 import sys, io, json, requests, pandas
 from backend.settings import load_settings
 from backend.ena import FIELDS
@@ -83,22 +91,19 @@ body = requests.post(settings.ena_portal_url + "/search", data={
 frame = pandas.read_csv(io.StringIO(body), sep="\\t", dtype=str, keep_default_na=False)
 frame.to_csv(sys.argv[2] + "/metadata.csv", index=False)
 selected = sum(decide(row, settings).files is not None for row in frame.to_dict("records"))
-print(json.dumps({"rows": len(frame), "selected": selected}))
+print(json.dumps({"rows": len(frame), "selected": selected, "hwm": hwm()}))
 """
 
 
 def measure(code: str, env: dict[str, str], workdir: str) -> tuple[float, float, dict]:
     """Wall seconds, peak RSS in MB and the printed result of a child process."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     started = time.perf_counter()
     out = subprocess.run([sys.executable, "-c", code, json.dumps(env), workdir],
                          capture_output=True, text=True, check=True,
                          env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
     wall = time.perf_counter() - started
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    if peak <= before:
-        print("warning: the baseline's peak RSS hides this run's; run them in this order")
-    return wall, peak / 1024, json.loads(out.stdout.strip().splitlines()[-1])
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    return wall, result.pop("hwm"), result
 
 
 def main() -> None:
@@ -111,7 +116,6 @@ def main() -> None:
     try:
         with tempfile.TemporaryDirectory() as ours, tempfile.TemporaryDirectory() as theirs:
             env = ena.settings_env() | {"MICROFETCH_ENA_TIMEOUT": "600"}
-            # ru_maxrss of children is a running maximum: measure the smaller one first.
             mine = measure(MICROFETCH, env | {"MICROFETCH_CSV": f"{ours}/m.csv",
                                               "MICROFETCH_DATA_DIR": f"{ours}/data"}, ours)
             base = measure(BASELINE, env, theirs)
