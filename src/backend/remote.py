@@ -1,0 +1,196 @@
+"""Remote control of a worker over SSH (paramiko), with the host key pinned.
+
+Host keys are never trusted on first use: the client knows only the pinned key and uses
+``RejectPolicy``, so an unknown or changed key ends the connection before anything is sent.
+The same pin is written to a known_hosts file for rsync (``StrictHostKeyChecking=yes``).
+Droplets reuse all of this: a droplet is an SSH host that microfetch created.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import shlex
+import socket
+import stat
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+import paramiko
+
+from backend.compute.base import WorkerState
+from backend.errors import OperationError
+from backend.statefile import atomic_write_text
+from backend.workers import NAME_PATTERN
+
+
+@dataclass(frozen=True)
+class SshTarget:
+    """Where a worker lives: login, address, private key, and the pinned public host key."""
+
+    user: str
+    host: str
+    port: int
+    key_path: Path
+    host_key: str  # "ssh-ed25519 AAAA..."
+
+    @property
+    def known_hosts_name(self) -> str:
+        return self.host if self.port == 22 else f"[{self.host}]:{self.port}"
+
+    def known_hosts_line(self) -> str:
+        return f"{self.known_hosts_name} {self.host_key}"
+
+
+def parse_host(entry: str) -> tuple[str, str, int]:
+    """``user@host[:port]`` -> (user, host, port); ValueError saying what is expected."""
+    user, at, rest = entry.partition("@")
+    host, _, port = rest.partition(":")
+    if not at or not user or not host or (port and not port.isdigit()):
+        raise ValueError(f"{entry!r} is not user@host[:port], e.g. microfetch@lab-server:22")
+    return user, host, int(port or 22)
+
+
+def pinned_key(host_key: str) -> paramiko.PKey:
+    kind, _, data = host_key.strip().partition(" ")
+    blob = base64.b64decode(data.split()[0])
+    return paramiko.PKey.from_type_string(kind, blob)
+
+
+def fingerprint(key: paramiko.PKey) -> str:
+    """OpenSSH's SHA256 fingerprint, as `ssh-keygen -l` prints it."""
+    return "SHA256:" + base64.b64encode(hashlib.sha256(key.asbytes()).digest()).decode().rstrip("=")
+
+
+RETRYABLE = (paramiko.ssh_exception.NoValidConnectionsError, socket.timeout, OSError,
+             paramiko.AuthenticationException, paramiko.SSHException, EOFError)
+
+
+def connect(target: SshTarget, connect_timeout: float, boot_seconds: float,
+            sleep: Callable[[float], None] = time.sleep) -> paramiko.SSHClient:
+    """Connect with the pinned key, retrying while the host boots; OperationError after."""
+    deadline = time.monotonic() + boot_seconds
+    delay, last = 0.5, ""
+    while True:
+        client = paramiko.SSHClient()
+        client.set_missing_host_key_policy(paramiko.RejectPolicy())
+        key = pinned_key(target.host_key)
+        client.get_host_keys().add(target.known_hosts_name, key.get_name(), key)
+        try:
+            client.connect(target.host, target.port, username=target.user,
+                           key_filename=str(target.key_path), timeout=connect_timeout,
+                           banner_timeout=connect_timeout, auth_timeout=connect_timeout,
+                           allow_agent=False, look_for_keys=False)
+            return client
+        except paramiko.BadHostKeyException as exc:
+            client.close()
+            raise OperationError(
+                f"the host key of {target.known_hosts_name} changed: pinned "
+                f"{fingerprint(exc.expected_key)}, offered {fingerprint(exc.key)}. Nothing was "
+                "uploaded. If the host was rebuilt, check the new key out of band and update "
+                "the pin (MICROFETCH_SSH_KNOWN_HOSTS)", permanent=True) from None
+        except paramiko.SSHException as exc:
+            client.close()
+            if "not found in known_hosts" in str(exc):
+                raise OperationError(
+                    f"{target.known_hosts_name} offered a host key of a type that is not "
+                    f"pinned ({exc}); nothing was uploaded", permanent=True) from None
+            last = f"{type(exc).__name__}: {exc}"
+        except RETRYABLE as exc:
+            client.close()
+            last = f"{type(exc).__name__}: {exc}"
+        if time.monotonic() + delay > deadline:
+            raise OperationError(
+                f"cannot reach {target.user}@{target.known_hosts_name} over SSH within "
+                f"{boot_seconds:.0f} s ({last}); check that the host is up and the key is "
+                "authorised")
+        sleep(delay)
+        delay = min(delay * 2, 10.0)
+
+
+def run(client: paramiko.SSHClient, command: str, timeout: float = 60) -> str:
+    """Run a command; OperationError with its stderr when it fails."""
+    _, stdout, stderr = client.exec_command(command, timeout=timeout)
+    status = stdout.channel.recv_exit_status()
+    out = stdout.read().decode("utf-8", "replace")
+    if status != 0:
+        raise OperationError(f"`{command}` failed on the worker host ({status}): "
+                             f"{stderr.read().decode('utf-8', 'replace').strip()[:300]}")
+    return out
+
+
+def _checked(remote_dir: str) -> str:
+    """A worker folder path, refused unless it ends with a worker name (rm -rf safety)."""
+    if not NAME_PATTERN.match(PurePosixPath(remote_dir).name) or ".." in remote_dir.split("/"):
+        raise OperationError(f"{remote_dir!r} is not a worker folder", permanent=True)
+    return shlex.quote(remote_dir)
+
+
+def upload_folder(client: paramiko.SSHClient, local: Path, remote_dir: str) -> None:
+    """Copy a worker folder by SFTP, keeping modes (token 0600, scripts executable)."""
+    _checked(remote_dir)
+    sftp = client.open_sftp()
+    try:
+        for path in sorted([local, *local.rglob("*")]):
+            target = str(PurePosixPath(remote_dir) / path.relative_to(local).as_posix())
+            mode = stat.S_IMODE(path.stat().st_mode)
+            if path.is_dir():
+                with contextlib.suppress(OSError):  # exists: an upload resumed after a crash
+                    sftp.mkdir(target, mode)
+            else:
+                sftp.put(str(path), target)
+            sftp.chmod(target, mode)
+    finally:
+        sftp.close()
+
+
+def start_runner(client: paramiko.SSHClient, remote_dir: str) -> None:
+    """Start the chunk runner detached (own session), so it survives the disconnect."""
+    folder = _checked(remote_dir)
+    # Every stream redirected: a background job holding the channel would keep it open.
+    run(client, f"setsid nohup python3 {folder}/nextflow/bin/run_chunk.py {folder} "
+                f"> {folder}/run_chunk.out 2>&1 < /dev/null &")
+
+
+STATE_SCRIPT = """
+if [ -f {d}/out/DONE.json ]; then echo done
+elif [ -f {d}/run_chunk.pid ] && kill -0 "$(cat {d}/run_chunk.pid)" 2>/dev/null; then echo running
+elif [ -d {d} ] && [ ! -f {d}/run_chunk.pid ]; then echo starting
+else echo gone; fi
+"""
+
+
+def runner_state(client: paramiko.SSHClient, remote_dir: str) -> WorkerState:
+    return WorkerState(run(client, STATE_SCRIPT.format(d=_checked(remote_dir))).strip())
+
+
+def remove_worker(client: paramiko.SSHClient, remote_dir: str) -> None:
+    """Stop the runner's process group, then remove the folder."""
+    folder = _checked(remote_dir)
+    run(client, f'if [ -f {folder}/run_chunk.pid ]; then pid="$(cat {folder}/run_chunk.pid)"; '
+                'kill -TERM -- "-$pid" 2>/dev/null; sleep 1; kill -KILL -- "-$pid" 2>/dev/null; '
+                f"fi; rm -rf -- {folder}")
+
+
+def list_workers(client: paramiko.SSHClient, base: str) -> list[str]:
+    out = run(client, f"ls -1 {shlex.quote(base)} 2>/dev/null || true")
+    return [name for name in out.split() if NAME_PATTERN.match(name)]
+
+
+def write_known_hosts(target: SshTarget, path: Path) -> Path:
+    atomic_write_text(path, target.known_hosts_line() + "\n")
+    return path
+
+
+def rsync_rsh(target: SshTarget, known_hosts: Path, connect_timeout: int) -> list[str]:
+    """The ssh command rsync uses: the pinned key only, no prompts, bounded waits."""
+    return [
+        "ssh", "-i", str(target.key_path), "-p", str(target.port),
+        "-o", f"UserKnownHostsFile={known_hosts}", "-o", "GlobalKnownHostsFile=/dev/null",
+        "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes",
+        "-o", f"ConnectTimeout={connect_timeout}", "-o", "ServerAliveInterval=15",
+        "-o", "ServerAliveCountMax=3",
+    ]
