@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from backend.errors import EXIT_FAILED, EXIT_OK
-from backend.registry import Registry
+from backend.errors import EXIT_FAILED, EXIT_OK, UsageError
+from backend.registry import Registry, default_actor
 from backend.settings import Settings
 from backend.timeutil import relative, utc_now
 from backend.workers import WorkerStore
@@ -62,6 +62,35 @@ def cmd_workers_list(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
+def cmd_workers_destroy(args: argparse.Namespace, settings: Settings) -> int:
+    """Destroy one worker now; its unfetched runs go back to pending."""
+    from backend.compute import make_backend
+    from backend.reconcile import close_record
+
+    store = WorkerStore(settings.data_dir)
+    record = store.get(args.name)
+    if record is None:
+        raise UsageError(f"no worker named {args.name}; `microfetch workers` lists them")
+    make_backend(settings).destroy(record)
+    close_record(settings, store, Registry.from_settings(settings), record,
+                 f"destroyed by hand ({default_actor()})")
+    print(f"destroyed {args.name}; its unfetched runs are pending again")
+    return EXIT_OK
+
+
+def cmd_workers_reap(args: argparse.Namespace, settings: Settings) -> int:
+    """Reconcile now, destroying orphans without waiting for the grace period."""
+    from backend.compute import make_backend
+    from backend.reconcile import reconcile
+
+    report = reconcile(settings, make_backend(settings), WorkerStore(settings.data_dir),
+                       Registry.from_settings(settings), utc_now(), grace=0)
+    for name in report.destroyed:
+        print(f"destroyed orphan {name}")
+    print(report)
+    return EXIT_OK
+
+
 def add_parsers(sub: argparse._SubParsersAction, taxon_id: object) -> None:
     """Register the commands of this module on the top-level parser."""
     collect = sub.add_parser("collect", help="collect finished workers now (one pass)")
@@ -77,4 +106,10 @@ def add_parsers(sub: argparse._SubParsersAction, taxon_id: object) -> None:
     actions = workers.add_subparsers(dest="action", metavar="ACTION")
     actions.add_parser("list", help="list live workers (the default)").set_defaults(
         func=cmd_workers_list
+    )
+    destroy = actions.add_parser("destroy", help="destroy a worker now (runs go back)")
+    destroy.add_argument("name", help="a worker name, mf-<taxon>-<chunk>-<6 hex>")
+    destroy.set_defaults(func=cmd_workers_destroy)
+    actions.add_parser("reap", help="destroy orphan workers now").set_defaults(
+        func=cmd_workers_reap
     )

@@ -81,12 +81,18 @@ def _destroy_orphan(backend: ComputeBackend, worker: LiveWorker,
 def _close(settings: Settings, store: WorkerStore, registry: Registry,
            record: WorkerRecord) -> bool:
     """Close the record of a worker that no longer exists; its runs go back to pending."""
+    return close_record(settings, store, registry, record,
+                        "the worker vanished before it was collected")
+
+
+def close_record(settings: Settings, store: WorkerStore, registry: Registry,
+                 record: WorkerRecord, reason: str) -> bool:
+    """Mark a worker destroyed and give its assigned runs back; False if already closed."""
     try:
         with locked(store.folder / f"{record.name}.collect", timeout=0.5):
             current = store.get(record.name)
             if current is None or current.phase is Phase.DESTROYED:
                 return False
-            reason = "the worker vanished before it was collected"
             with AccessionList(settings.data_dir, record.taxon_id).transaction() as runs:
                 for accession in record.runs:
                     run = runs.get(accession)

@@ -194,3 +194,35 @@ def rsync_rsh(target: SshTarget, known_hosts: Path, connect_timeout: int) -> lis
         "-o", f"ConnectTimeout={connect_timeout}", "-o", "ServerAliveInterval=15",
         "-o", "ServerAliveCountMax=3",
     ]
+
+
+def ship_and_start(target: SshTarget, folder: Path, remote_dir: str, connect_timeout: float,
+                   boot_seconds: float) -> None:
+    """Connect (waiting for a booting host), upload the worker folder, start the runner."""
+    client = connect(target, connect_timeout, boot_seconds)
+    try:
+        run(client, f"mkdir -p {shlex.quote(str(PurePosixPath(remote_dir).parent))}")
+        upload_folder(client, folder, remote_dir)
+        start_runner(client, remote_dir)
+    finally:
+        client.close()
+
+
+def state_of(target: SshTarget, remote_dir: str, connect_timeout: float) -> WorkerState:
+    client = connect(target, connect_timeout, connect_timeout)
+    try:
+        return runner_state(client, remote_dir)
+    finally:
+        client.close()
+
+
+def pull_out(target: SshTarget, remote_dir: str, dest: Path, known_hosts: Path,
+             io_timeout: int, connect_timeout: int, what: str) -> None:
+    """rsync the worker's ``out/`` home over ssh, with the pinned key only."""
+    from backend.transfer import rsync_pull_argv
+    from backend.transfer import run as run_local
+
+    rsh = rsync_rsh(target, write_known_hosts(target, known_hosts), connect_timeout)
+    dest.mkdir(parents=True, exist_ok=True)
+    argv = rsync_pull_argv(f"{target.user}@{target.host}:{remote_dir}/out", dest, io_timeout, rsh)
+    run_local(argv, timeout=io_timeout * 10, what=what)

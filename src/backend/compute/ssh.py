@@ -7,7 +7,6 @@ MICROFETCH_SSH_WORKERS_PER_HOST workers at once.
 
 from __future__ import annotations
 
-import shlex
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
@@ -18,7 +17,6 @@ from backend import remote
 from backend.compute.base import ComputeBackend, LiveWorker, SaveRecord, WorkerState
 from backend.errors import OperationError, UsageError
 from backend.settings import Settings
-from backend.transfer import rsync_pull_argv, run
 from backend.workers import Phase, WorkerRecord, WorkerStore
 
 
@@ -112,44 +110,40 @@ class SshBackend(ComputeBackend):
         record.host = record.host or self._pick_host()
         target = self.target(record)
         record.address, record.host_key = target.host, target.host_key
+        record.remote_dir = self._remote_dir(target, record.name)
         record.phase = Phase.STARTING
         save(record)  # say where it goes before anything is sent there
-        client = self._connect(target, self.settings.ssh_boot_seconds)
-        try:
-            sftp = client.open_sftp()
-            base = sftp.normalize(".") if not self.settings.ssh_remote_dir.startswith("/") \
-                else "/"
-            sftp.close()
-            root = str(PurePosixPath(base) / self.settings.ssh_remote_dir)
-            remote.run(client, f"mkdir -p {shlex.quote(root)}")
-            record.remote_dir = str(PurePosixPath(root) / record.name)
-            save(record)
-            remote.upload_folder(client, folder, record.remote_dir)
-            remote.start_runner(client, record.remote_dir)
-        finally:
-            client.close()
+        remote.ship_and_start(target, folder, record.remote_dir,
+                              self.settings.ssh_connect_timeout, self.settings.ssh_boot_seconds)
         record.phase = Phase.RUNNING
         save(record)
         return record
 
+    def _remote_dir(self, target: remote.SshTarget, name: str) -> str:
+        """The worker folder on the host: under the login's home unless the setting is absolute."""
+        base = PurePosixPath(self.settings.ssh_remote_dir)
+        if not base.is_absolute():
+            client = self._connect(target, self.settings.ssh_boot_seconds)
+            try:
+                base = PurePosixPath(remote.run(client, "pwd").strip()) / base
+            finally:
+                client.close()
+        return str(base / name)
+
     def status(self, record: WorkerRecord) -> WorkerState:
         if not record.remote_dir:
             return WorkerState.STARTING
-        client = self._connect(self.target(record))
-        try:
-            return remote.runner_state(client, record.remote_dir)
-        finally:
-            client.close()
+        return remote.state_of(self.target(record), record.remote_dir,
+                               self.settings.ssh_connect_timeout)
 
     def pull(self, record: WorkerRecord, dest: Path, timeout: int) -> None:
         target = self.target(record)
-        known = remote.write_known_hosts(
-            target, Path(self.settings.data_dir) / "ssh" / f"{record.name}.known_hosts")
-        rsh = remote.rsync_rsh(target, known, self.settings.ssh_connect_timeout)
-        dest.mkdir(parents=True, exist_ok=True)
-        source = f"{target.user}@{target.host}:{record.remote_dir}/out"
-        run(rsync_pull_argv(source, dest, timeout, rsh), timeout=timeout * 10,
-            what=f"rsync of worker {record.name} from {target.host}")
+        remote.pull_out(target, record.remote_dir, dest, self._known_hosts(record), timeout,
+                        self.settings.ssh_connect_timeout,
+                        f"rsync of worker {record.name} from {target.host}")
+
+    def _known_hosts(self, record: WorkerRecord) -> Path:
+        return Path(self.settings.data_dir) / "ssh" / f"{record.name}.known_hosts"
 
     def destroy(self, record: WorkerRecord) -> None:
         if not record.remote_dir:
@@ -159,8 +153,7 @@ class SshBackend(ComputeBackend):
             remote.remove_worker(client, record.remote_dir)
         finally:
             client.close()
-        (Path(self.settings.data_dir) / "ssh" / f"{record.name}.known_hosts").unlink(
-            missing_ok=True)
+        self._known_hosts(record).unlink(missing_ok=True)
 
     def list_live(self) -> list[LiveWorker]:
         live = []

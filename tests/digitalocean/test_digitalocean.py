@@ -1,0 +1,242 @@
+"""The DigitalOcean backend through `responses`, fed with the recorded API bodies."""
+
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import responses
+import yaml
+
+from backend import costs
+from backend.accessions import RunStatus
+from backend.cloudinit import generate_host_key, render_user_data
+from backend.compute.digitalocean import DigitalOceanBackend, startup_problems
+from backend.compute.do_api import DoApi
+from backend.errors import OperationError
+from backend.reconcile import reconcile
+from backend.timeutil import format_time, utc_now
+from backend.workers import Phase, WorkerRecord
+
+from ..collect.conftest import TAXON
+
+ANCHORS = Path(__file__).resolve().parents[3] / "shared" / "anchors" / "digitalocean"
+API = "https://api.digitalocean.com/v2"
+
+
+def anchor(name: str) -> dict:
+    return json.loads((ANCHORS / name).read_text())
+
+
+def droplet(droplet_id: int, name: str, status: str = "active", ip: str = "203.0.113.7",
+            created: str = "2026-11-23T09:00:00Z") -> dict:
+    body = copy.deepcopy(anchor("droplet_get_single.json"))
+    body["droplet"].update(id=droplet_id, name=name, status=status, created_at=created,
+                           tags=["microfetch"])
+    body["droplet"]["networks"]["v4"][0]["ip_address"] = ip
+    if status != "active":
+        body["droplet"]["networks"] = {"v4": [], "v6": []}
+    return body
+
+
+def tagged(*droplets: dict) -> dict:
+    body = copy.deepcopy(anchor("droplets_list_bytag_paginated.json"))
+    body["droplets"] = [d["droplet"] for d in droplets]
+    body["links"] = {}
+    return body
+
+
+@pytest.fixture
+def do_lab(lab, tmp_path):
+    key = tmp_path / "id_ed25519"
+    key.write_text("not used by these tests")
+    lab.settings = lab.settings.with_overrides(
+        backend="digitalocean", do_token="secret", do_ssh_keys=("12345",),
+        do_ssh_private_key=key, do_size="1gb", max_workers=2, do_daily_spend_cap=20.0)
+    sleeps: list[float] = []
+    api = DoApi("secret", 5, sleep=sleeps.append, retries=3)
+    lab.backend = DigitalOceanBackend(lab.settings, api, poll_seconds=0, sleep=sleeps.append)
+    lab.sleeps = sleeps
+    responses.get(f"{API}/sizes/", json=anchor("sizes_list.json"))
+    return lab
+
+
+def record(lab, chunk: int = 0, **fields) -> WorkerRecord:
+    values = dict(name=f"mf-562-{chunk}-abcdef", backend="digitalocean", taxon_id=TAXON,
+                  chunk=chunk, runs=[], bytes=10**9, token_sha256="x", created_at=utc_now())
+    values.update(fields)
+    return WorkerRecord(**values)
+
+
+@responses.activate
+def test_a_droplet_is_created_with_the_contract_and_waited_for(do_lab):
+    create = copy.deepcopy(anchor("droplet_create_response.json"))
+    create["droplet"].update(id=3164494, name="mf-562-0-abcdef")
+    responses.get(f"{API}/droplets/", json=tagged())
+    responses.post(f"{API}/droplets/", json=create, status=202)
+    responses.get(f"{API}/droplets/3164494", json=droplet(3164494, "mf-562-0-abcdef", "new"))
+    responses.get(f"{API}/droplets/3164494", json=droplet(3164494, "mf-562-0-abcdef"))
+    worker = record(do_lab)
+    saved: list[dict] = []
+
+    do_lab.backend._create(worker, lambda r: saved.append(r.to_json()))
+    info = do_lab.backend._wait_active(worker)
+
+    body = json.loads(next(c.request.body for c in responses.calls
+                           if c.request.method == "POST"))
+    assert body["name"] == "mf-562-0-abcdef"
+    assert (body["region"], body["size"], body["image"]) == ("lon1", "1gb", "debian-12-x64")
+    assert body["ssh_keys"] == [12345]
+    assert body["tags"] == ["microfetch", "microfetch-taxon-562", "microfetch-chunk-0"]
+    assert body["user_data"].startswith("#cloud-config") and len(body["user_data"]) < 64 * 1024
+    assert worker.droplet_id == 3164494 and info.ipv4 == "203.0.113.7"
+    assert saved[0]["host_key"].startswith("ssh-ed25519 ") and saved[0]["droplet_id"] is None
+    assert yaml.safe_load(body["user_data"])["ssh_keys"]["ed25519_public"] == worker.host_key
+
+
+@responses.activate
+def test_a_droplet_that_never_becomes_active_is_an_error_not_a_hang(do_lab):
+    do_lab.settings = do_lab.settings.with_overrides(do_create_timeout=10)
+    do_lab.backend.settings = do_lab.settings
+    responses.get(f"{API}/droplets/77", json=droplet(77, "mf-562-0-abcdef", "new"))
+    clock = iter(range(0, 100, 4))
+    import backend.compute.digitalocean as module
+
+    real = module.time.monotonic
+    module.time.monotonic = lambda: float(next(clock))
+    try:
+        with pytest.raises(OperationError, match="not active with a public IPv4 after 10 s"):
+            do_lab.backend._wait_active(record(do_lab, droplet_id=77))
+    finally:
+        module.time.monotonic = real
+
+
+@responses.activate
+def test_destroy_calls_the_api_and_an_already_gone_droplet_is_fine(do_lab):
+    responses.delete(f"{API}/droplets/77", status=204)
+    responses.delete(f"{API}/droplets/78", status=404, json={"id": "not_found",
+                                                             "message": "not found"})
+    do_lab.backend.destroy(record(do_lab, droplet_id=77))
+    do_lab.backend.destroy(record(do_lab, droplet_id=78))
+    assert [c.request.method for c in responses.calls] == ["DELETE", "DELETE"]
+
+
+@responses.activate
+def test_a_429_is_retried_after_the_time_the_api_asks_for(do_lab):
+    responses.get(f"{API}/droplets/77", status=429, headers={"Retry-After": "7"},
+                  json={"id": "too_many_requests", "message": "API Rate limit exceeded."})
+    responses.get(f"{API}/droplets/77", json=droplet(77, "mf-562-0-abcdef"))
+    assert do_lab.backend.api.get(77).status == "active"
+    assert do_lab.sleeps == [7.0]
+
+
+@responses.activate
+def test_server_errors_are_retried_with_a_bound(do_lab):
+    responses.get(f"{API}/droplets/77", status=503, body="<html>busy</html>")
+    responses.get(f"{API}/droplets/77", json=droplet(77, "mf-562-0-abcdef"))
+    assert do_lab.backend.api.get(77) is not None
+    responses.get(f"{API}/droplets/88", status=500, body="oops")
+    with pytest.raises(OperationError, match=r"did not answer after 4 tries \(HTTP 500\)"):
+        do_lab.backend.api.get(88)
+
+
+@responses.activate
+def test_a_refused_token_says_what_to_set(do_lab):
+    responses.get(f"{API}/droplets/", status=401, json=anchor("error_unauthorized.json"))
+    with pytest.raises(OperationError, match="set DIGITALOCEAN_TOKEN") as caught:
+        do_lab.backend.list_live()
+    assert "Unable to authenticate you." in str(caught.value) and caught.value.permanent
+
+
+@responses.activate
+def test_the_worker_cap_and_the_daily_spend_cap_stop_new_droplets(do_lab):
+    for chunk in range(2):
+        do_lab.store.create(record(do_lab, chunk, name=f"mf-562-{chunk}-abcde{chunk}",
+                                   phase=Phase.RUNNING, bytes=10**6))
+    assert do_lab.backend.slots(do_lab.store.live()) == 0
+    assert do_lab.backend.slots([]) == 2
+    do_lab.store.create(record(do_lab, 5, name="mf-562-5-ffffff", bytes=5 * 10**12))
+    spent = costs.spent_today(do_lab.store.all(), do_lab.backend.size(), utc_now(), 50, 0.01)
+    assert spent >= 20.0
+    assert do_lab.backend.slots([]) == 0
+
+
+def test_the_estimate_counts_droplet_hours_and_outbound_transfer():
+    size = {"price_hourly": 0.01488, "disk": 30, "transfer": 2}
+    small = costs.estimate([10**9], size, fetch_mbps=50, egress_price_per_gib=0.01)
+    assert small.hours == 1 and small.egress_cost == 0.0
+    big = costs.estimate([400 * 10**9, 400 * 10**9], size, 50, 0.01)
+    assert big.droplets == 2 and big.hours == 2 * 3
+    assert big.egress_cost > big.droplet_cost  # moving raw FASTQ home costs more
+    assert "droplet-hours" in big.text() and f"${big.total:.2f}" in big.text()
+
+
+@responses.activate
+def test_reconciliation_destroys_orphans_closes_vanished_and_flags_old(do_lab):
+    contents = do_lab.add_runs("ERR0000001")
+    old = record(do_lab, 1, name="mf-562-1-aaaaaa", droplet_id=101, phase=Phase.RUNNING,
+                 created_at=utc_now() - timedelta(hours=60), address="203.0.113.1")
+    vanished = record(do_lab, 2, name="mf-562-2-bbbbbb", droplet_id=102, phase=Phase.RUNNING,
+                      runs=list(contents))
+    do_lab.store.create(old)
+    do_lab.store.create(vanished)
+    with do_lab.accessions.transaction() as runs:
+        runs["ERR0000001"].status, runs["ERR0000001"].worker = RunStatus.ASSIGNED, vanished.name
+    long_ago = format_time(utc_now() - timedelta(hours=2))
+    responses.get(f"{API}/droplets/", json=tagged(droplet(101, old.name),
+                                                  droplet(103, "mf-562-3-cccccc",
+                                                          created=long_ago)))
+    responses.delete(f"{API}/droplets/103", status=204)
+
+    report = reconcile(do_lab.settings, do_lab.backend, do_lab.store, do_lab.registry,
+                       utc_now())
+
+    assert report.destroyed == ["mf-562-3-cccccc"]
+    assert report.closed == [vanished.name]
+    assert report.flagged == [old.name]
+    assert do_lab.accessions.load()["ERR0000001"].status is RunStatus.PENDING
+    assert "older than 48 h" in do_lab.registry.get(TAXON).needs_attention
+    assert any(c.request.method == "DELETE" for c in responses.calls)
+
+
+def test_startup_checks_refuse_what_a_droplet_could_not_use(lab, tmp_path):
+    bare = lab.settings.with_overrides(backend="digitalocean")
+    problems = " ".join(startup_problems(bare))
+    for needed in ("DIGITALOCEAN_TOKEN", "MICROFETCH_DO_SSH_KEYS",
+                   "MICROFETCH_DO_SSH_PRIVATE_KEY", "cannot reach"):
+        assert needed in problems
+    key = tmp_path / "key"
+    key.write_text("k")
+    private = bare.with_overrides(do_token="t", do_ssh_keys=("ssh-rsa AAAA",),
+                                  do_ssh_private_key=key, callback_url="http://10.0.0.5:8000")
+    problems = " ".join(startup_problems(private))
+    assert "give key ids or MD5 fingerprints" in problems and "10.0.0.5" in problems
+    good = private.with_overrides(do_ssh_keys=("12345", "3b:16:bf:e4:8b:00:8b:b8:59:8c:a9:d3:f0:"
+                                                        "19:45:fa"),
+                                  callback_url="https://microfetch.lab.example.org")
+    assert startup_problems(good) == []
+
+
+@pytest.mark.parametrize("nextflow", [True, False])
+@pytest.mark.parametrize("name", ["mf-562-0-abcdef", "mf-2147483647-99999-0a1b2c"])
+def test_every_cloud_init_variant_passes_cloud_init_schema(tmp_path, nextflow, name):
+    document = render_user_data(name, generate_host_key(), nextflow=nextflow)
+    path = tmp_path / "user-data.yaml"
+    path.write_text(document)
+    result = subprocess.run(["cloud-init", "schema", "-c", str(path)], capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Valid" in result.stdout
+    assert len(document.encode()) < 8 * 1024
+
+
+def test_cloud_init_schema_really_rejects_a_broken_document(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("#cloud-config\npackages: 42\nssh_keys: [1, 2]\n")
+    result = subprocess.run(["cloud-init", "schema", "-c", str(path)], capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 1
