@@ -61,7 +61,8 @@ def reconcile(settings: Settings, backend: ComputeBackend, store: WorkerStore,
 
 
 def _age(created_at: datetime | None, now: datetime) -> float:
-    return (now - created_at).total_seconds() if created_at else float("inf")
+    """Seconds since creation; never negative (``now`` is truncated to the second)."""
+    return max(0.0, (now - created_at).total_seconds()) if created_at else float("inf")
 
 
 def _destroy_orphan(backend: ComputeBackend, worker: LiveWorker,

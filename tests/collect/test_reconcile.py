@@ -44,3 +44,21 @@ def test_a_worker_older_than_the_limit_needs_attention_once(lab):
     assert f"worker {record.name} is older than 48 h" in lab.registry.get(TAXON).needs_attention
     again = reconcile(lab.settings, lab.backend, lab.store, lab.registry, later)
     assert again.flagged == []
+
+
+def test_workers_destroy_and_reap_act_at_once_for_a_person(lab, run_cli, tmp_path):
+    from tests.conftest import cli_env
+
+    env = cli_env(tmp_path, MICROFETCH_DATA_DIR=str(lab.settings.data_dir))
+    record = lab.finished_worker(lab.add_runs("ERR0000001"))
+    result = run_cli("workers", "destroy", record.name, env=env)
+    assert result.returncode == 0, result.stderr
+    assert "its unfetched runs are pending again" in result.stdout
+    assert not lab.backend.folder(record).exists()
+    assert lab.accessions.load()["ERR0000001"].status is RunStatus.PENDING
+    assert run_cli("workers", "destroy", "mf-562-9-999999", env=env).returncode == 2
+
+    (lab.backend.root / "mf-562-8-abcdef").mkdir(parents=True)
+    result = run_cli("workers", "reap", env=env)
+    assert result.returncode == 0
+    assert "destroyed orphan mf-562-8-abcdef" in result.stdout

@@ -97,9 +97,11 @@ def test_tick_runs_each_job_once_in_the_foreground(run_cli, tmp_path):
     assert lines[2].startswith("reconciler: 0 orphans destroyed")
 
 
-def test_serve_refuses_a_backend_this_version_does_not_have(run_cli, tmp_path):
+def test_serve_refuses_digitalocean_without_what_droplets_need(run_cli, tmp_path):
     from tests.conftest import cli_env
 
     result = run_cli("serve", env=cli_env(tmp_path, MICROFETCH_BACKEND="digitalocean"))
     assert result.returncode == 2
-    assert "set MICROFETCH_BACKEND=local" in result.stderr
+    for needed in ("set DIGITALOCEAN_TOKEN", "set MICROFETCH_DO_SSH_KEYS",
+                   "MICROFETCH_CALLBACK_URL=http://127.0.0.1:8000"):
+        assert needed in result.stderr
