@@ -6,6 +6,7 @@ import gzip
 import hashlib
 import http.server
 import json
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -21,6 +22,13 @@ def fastq_gz(name: str, reads: int = 3000) -> bytes:
 
 def md5(data: bytes) -> str:
     return hashlib.md5(data).hexdigest()
+
+
+def free_port() -> int:
+    """A port on 127.0.0.1 nobody listens on (for servers started as separate processes)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 @dataclass

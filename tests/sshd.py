@@ -9,17 +9,14 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.loopback import free_port
+
 
 def keygen(path: Path) -> str:
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)], check=True)
     kind, key = path.with_suffix(".pub").read_text().split()[:2]
     return f"{kind} {key}"
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass

@@ -7,6 +7,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -53,6 +54,25 @@ class Lab:
                     fastq_bytes=tuple(len(b) for b in files.values()),
                     fastq_md5=tuple(hashlib.md5(b).hexdigest() for b in files.values()),
                 )
+        return contents
+
+    def serve_runs(self, file_server: Any, count: int, first: int = 1001
+                   ) -> dict[str, dict[str, bytes]]:
+        """Pending runs whose files the loopback server serves; the taxon set to dispatch."""
+        host = f"127.0.0.1:{file_server.port}"
+        contents: dict[str, dict[str, bytes]] = {}
+        with self.accessions.transaction() as runs:
+            for acc in (f"ERR{first + i}" for i in range(count)):
+                files = {f"{acc}_{m}.fastq.gz": fastq_bytes(acc, m) for m in (1, 2)}
+                for name, data in files.items():
+                    file_server.add(f"vol1/fastq/{acc}/{name}", data)
+                runs[acc] = Run(acc, fastq_files=tuple(f"{host}/vol1/fastq/{acc}/{n}"
+                                                       for n in files),
+                                fastq_bytes=tuple(len(d) for d in files.values()),
+                                fastq_md5=tuple(hashlib.md5(d).hexdigest()
+                                                for d in files.values()))
+                contents[acc] = files
+        self.registry.update(TAXON, stage=Stage.DISPATCH)
         return contents
 
     def finished_worker(self, contents: dict[str, dict[str, bytes]], chunk: int = 0,

@@ -7,32 +7,15 @@ import os
 import signal
 import time
 
-from backend.accessions import Run, RunStatus
+from backend.accessions import RunStatus
 from backend.collect import Collector
 from backend.dispatch import Dispatcher
 from backend.registry import Stage, Status
 from backend.timeutil import utc_now
 from backend.workers import Phase
 
-from ..loopback import Fault, fastq_gz, md5
+from ..loopback import Fault, md5
 from .conftest import TAXON
-
-
-def serve_runs(lab, file_server, count: int) -> dict[str, dict[str, bytes]]:
-    host = f"127.0.0.1:{file_server.port}"
-    contents = {}
-    with lab.accessions.transaction() as runs:
-        for i in range(1, count + 1):
-            acc = f"ERR{1000 + i}"
-            files = {f"{acc}_{m}.fastq.gz": fastq_gz(f"{acc}_{m}") for m in (1, 2)}
-            for name, data in files.items():
-                file_server.add(f"vol1/fastq/{acc}/{name}", data)
-            runs[acc] = Run(acc, fastq_files=tuple(f"{host}/vol1/fastq/{acc}/{n}" for n in files),
-                            fastq_bytes=tuple(len(d) for d in files.values()),
-                            fastq_md5=tuple(md5(d) for d in files.values()))
-            contents[acc] = files
-    lab.registry.update(TAXON, stage=Stage.DISPATCH)
-    return contents
 
 
 def local_lab(lab):
@@ -51,7 +34,7 @@ def wait_for(predicate, seconds: float = 60) -> None:
 
 def test_runs_are_fetched_by_a_local_worker_and_collected_home(lab, file_server):
     dispatcher = local_lab(lab)
-    contents = serve_runs(lab, file_server, 4)
+    contents = lab.serve_runs(file_server, 4)
 
     report = dispatcher.dispatch(TAXON, utc_now())
 
@@ -83,7 +66,7 @@ def test_runs_are_fetched_by_a_local_worker_and_collected_home(lab, file_server)
 
 def test_a_worker_killed_mid_chunk_gives_its_runs_back_and_nothing_is_taken(lab, file_server):
     dispatcher = local_lab(lab)
-    contents = serve_runs(lab, file_server, 2)
+    contents = lab.serve_runs(file_server, 2)
     for acc in contents:
         for name in contents[acc]:
             file_server.faults[f"/vol1/fastq/{acc}/{name}"] = Fault("stall", after=50, times=99)
@@ -110,7 +93,7 @@ def test_dispatch_waits_when_every_worker_slot_is_taken(lab, file_server):
     lab.settings = lab.settings.with_overrides(max_workers=1, chunk_max_runs=1)
     dispatcher.settings = lab.settings
     lab.backend.settings = lab.settings
-    serve_runs(lab, file_server, 3)
+    lab.serve_runs(file_server, 3)
     first = dispatcher.dispatch(TAXON, utc_now())
     assert len(first.started) == 1
     second = dispatcher.dispatch(TAXON, utc_now())
@@ -123,7 +106,7 @@ def test_a_run_larger_than_a_worker_is_excluded_as_too_large(lab, file_server):
     dispatcher = local_lab(lab)
     lab.settings = lab.settings.with_overrides(worker_disk_gb=0.00001)  # 10 kB
     dispatcher.settings = lab.backend.settings = lab.settings
-    serve_runs(lab, file_server, 1)
+    lab.serve_runs(file_server, 1)
     with lab.accessions.transaction() as runs:
         runs["ERR1001"].fastq_bytes = (9000, 9000)
     report = dispatcher.dispatch(TAXON, utc_now())
@@ -135,7 +118,7 @@ def test_a_run_larger_than_a_worker_is_excluded_as_too_large(lab, file_server):
 
 def test_a_claimed_worker_is_started_once_after_a_crash(lab, file_server):
     dispatcher = local_lab(lab)
-    serve_runs(lab, file_server, 2)
+    lab.serve_runs(file_server, 2)
     pending = list(lab.accessions.load().values())
     name = dispatcher._claim(TAXON, pending)  # the crash came right after the claim
     assert lab.store.get(name).phase is Phase.CLAIMED

@@ -24,7 +24,6 @@ from backend.dispatch import Dispatcher
 from backend.registry import Stage
 from backend.timeutil import utc_now
 from tests.loopback import md5
-from tests.ssh.test_ssh import serve_runs
 from tests.sshd import make_sshd
 
 from ..collect.conftest import TAXON
@@ -44,7 +43,7 @@ def test_a_droplet_is_created_reached_with_its_pinned_key_collected_and_destroye
     backend = DigitalOceanBackend(settings, DoApi("secret", 5, retries=1), ssh_port=sshd.port,
                                   workers_root=str(tmp_path / "srv"), poll_seconds=0.1)
     lab.backend = backend
-    contents = serve_runs(lab, file_server, 2)
+    contents = lab.serve_runs(file_server, 2)
     state: dict[str, object] = {}
 
     def create(request):  # what cloud-init does with the user data: install the host key

@@ -11,15 +11,14 @@ from pathlib import Path
 import pytest
 
 from backend import remote
-from backend.accessions import Run, RunStatus
+from backend.accessions import RunStatus
 from backend.collect import Collector
 from backend.dispatch import Dispatcher
 from backend.errors import OperationError
-from backend.registry import Stage
 from backend.timeutil import utc_now
 from backend.transfer import rsync_pull_argv
 from backend.workers import Phase
-from tests.loopback import fastq_gz, md5
+from tests.loopback import md5
 from tests.sshd import keygen, make_sshd
 
 from ..collect.conftest import TAXON
@@ -82,25 +81,8 @@ def test_a_host_that_is_down_at_first_is_reached_once_it_answers(tmp_path):
         remote.connect(target_of(never), 1, 2)
 
 
-def serve_runs(lab, file_server, count: int) -> dict[str, dict[str, bytes]]:
-    host = f"127.0.0.1:{file_server.port}"
-    contents = {}
-    with lab.accessions.transaction() as runs:
-        for i in range(1, count + 1):
-            acc = f"ERR{2000 + i}"
-            files = {f"{acc}_{m}.fastq.gz": fastq_gz(f"{acc}_{m}") for m in (1, 2)}
-            for name, data in files.items():
-                file_server.add(f"vol1/{acc}/{name}", data)
-            runs[acc] = Run(acc, fastq_files=tuple(f"{host}/vol1/{acc}/{n}" for n in files),
-                            fastq_bytes=tuple(len(d) for d in files.values()),
-                            fastq_md5=tuple(md5(d) for d in files.values()))
-            contents[acc] = files
-    lab.registry.update(TAXON, stage=Stage.DISPATCH)
-    return contents
-
-
 def run_to_done(lab, file_server, count: int = 3):
-    contents = serve_runs(lab, file_server, count)
+    contents = lab.serve_runs(file_server, count, first=2001)
     dispatcher = Dispatcher(lab.settings, lab.backend, lab.registry, lab.store)
     (name,) = dispatcher.dispatch(TAXON, utc_now()).started
     record = lab.store.get(name)

@@ -15,7 +15,7 @@ from playwright.sync_api import Browser, sync_playwright
 from waitress.server import create_server
 
 from tests.conftest import cli_env
-from tests.daemon.conftest import free_port
+from tests.loopback import free_port
 
 from .conftest import ADMIN
 
