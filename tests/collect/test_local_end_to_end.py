@@ -130,3 +130,18 @@ def test_a_claimed_worker_is_started_once_after_a_crash(lab, file_server):
     wait_for(lambda: (lab.backend.folder(record) / "out" / "DONE.json").exists())
     assert Collector(lab.settings, lab.backend, lab.registry, lab.store).collect().collected \
         == [name]
+
+
+def test_dispatch_waits_with_a_warning_when_home_lacks_disk(lab, file_server, monkeypatch):
+    import shutil as real_shutil
+
+    dispatcher = local_lab(lab)
+    lab.serve_runs(file_server, 2)
+    full = real_shutil.disk_usage(lab.settings.data_dir)._replace(free=1000)
+    monkeypatch.setattr("backend.dispatch.shutil.disk_usage", lambda path: full)
+    report = dispatcher.dispatch(TAXON, utc_now())
+    assert report.started == [] and report.waiting == "not enough free disk at home"
+    row = lab.registry.get(TAXON)
+    assert row.last_run_status is Status.WARNING and row.generated_warning
+    assert row.stage is Stage.DISPATCH
+    assert not lab.store.all()
