@@ -72,12 +72,10 @@ def cmd_add_taxa(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_USAGE if any(o.result == "rejected" for o in outcomes) else EXIT_OK
 
 
-def _taxonomy_lookup(settings: Settings) -> Callable[[int], str] | None:
-    """ENA's taxonomy look-up, once the ENA client exists."""
-    try:
-        from backend.ena import taxonomy_lookup
-    except ImportError:
-        return None
+def _taxonomy_lookup(settings: Settings) -> Callable[[int], str]:
+    """ENA's taxonomy look-up (requests is imported only when it is needed)."""
+    from backend.ena import taxonomy_lookup
+
     return taxonomy_lookup(settings)
 
 
