@@ -240,3 +240,18 @@ def test_cloud_init_schema_really_rejects_a_broken_document(tmp_path):
     result = subprocess.run(["cloud-init", "schema", "-c", str(path)], capture_output=True,
                             text=True, timeout=120)
     assert result.returncode == 1
+
+
+@responses.activate
+def test_droplets_are_listed_by_tag_across_pages(do_lab):
+    first = copy.deepcopy(anchor("droplets_list_bytag_paginated.json"))
+    first["droplets"][0].update(name="mf-562-0-aaaaaa", id=1)
+    second = copy.deepcopy(anchor("droplets_list.json"))
+    second["droplets"][0].update(name="mf-562-1-bbbbbb", id=2)
+    responses.get(f"{API}/droplets/", json=first)
+    responses.get(f"{API}/droplets", json=second)  # the recorded `next` link has no slash
+    live = do_lab.backend.list_live()
+    assert [(w.name, w.backend_id) for w in live] == [("mf-562-0-aaaaaa", "1"),
+                                                      ("mf-562-1-bbbbbb", "2")]
+    assert "tag_name=microfetch" in responses.calls[0].request.url
+    assert "page=2" in responses.calls[1].request.url

@@ -150,3 +150,25 @@ def test_an_rsync_cut_mid_file_is_resumed_from_the_partial_bytes(sshd, tmp_path)
 
     assert hashlib.md5((dest / "big.fastq.gz").read_bytes()).hexdigest() == \
         hashlib.md5(data).hexdigest()
+
+
+def test_a_backend_start_with_a_changed_host_key_uploads_nothing(ssh_lab, file_server,
+                                                                 tmp_path):
+    from backend.compute.ssh import SshBackend
+
+    other = keygen(tmp_path / "impostor").split()
+    kh = tmp_path / "pinned_wrong"
+    kh.write_text(f"[127.0.0.1]:{ssh_lab.settings.ssh_hosts[0].rsplit(':', 1)[1]} "
+                  f"{other[0]} {other[1]}\n")
+    ssh_lab.settings = ssh_lab.settings.with_overrides(ssh_known_hosts=kh)
+    ssh_lab.backend = SshBackend(ssh_lab.settings)
+    ssh_lab.serve_runs(file_server, 1)
+    report = Dispatcher(ssh_lab.settings, ssh_lab.backend, ssh_lab.registry,
+                        ssh_lab.store).dispatch(TAXON, utc_now())
+    assert report.started == []
+    (record,) = ssh_lab.store.all()
+    assert record.phase is Phase.DESTROYED and "host key" in record.last_error
+    assert not Path(ssh_lab.settings.ssh_remote_dir).exists() or \
+        not any(Path(ssh_lab.settings.ssh_remote_dir).iterdir())
+    assert "host key" in ssh_lab.registry.get(TAXON).needs_attention
+    assert ssh_lab.accessions.load()["ERR1001"].status is RunStatus.PENDING
