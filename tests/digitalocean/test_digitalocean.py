@@ -24,7 +24,7 @@ from backend.workers import Phase, WorkerRecord
 
 from ..collect.conftest import TAXON
 
-ANCHORS = Path(__file__).resolve().parents[3] / "shared" / "anchors" / "digitalocean"
+ANCHORS = Path(__file__).resolve().parents[1] / "data" / "digitalocean"
 API = "https://api.digitalocean.com/v2"
 
 

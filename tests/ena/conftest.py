@@ -10,7 +10,7 @@ import pytest
 from backend.ena_standin import EnaData, EnaStandIn, load_tsv, make_run
 from tests.conftest import cli_env
 
-ANCHORS = Path(__file__).resolve().parents[3] / "shared" / "anchors" / "ena"
+ANCHORS = Path(__file__).resolve().parents[1] / "data" / "ena"
 LACTOBACILLUS = ANCHORS / "bactopia__supplementary-data-1-lactobacillus-query-results.txt"
 
 
