@@ -16,8 +16,18 @@ command -v chromium >/dev/null || need+=(chromium)
 command -v curl >/dev/null || need+=(curl)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing Debian packages: ${need[*]}"
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  # Another apt process (unattended upgrades, a second shell) may hold the lock: wait for it,
+  # bounded, instead of failing at once.
+  apt=(env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 -y -qq)
+  for attempt in 1 2 3; do
+    if $SUDO "${apt[@]}" update && \
+       $SUDO "${apt[@]}" install --no-install-recommends "${need[@]}" >/dev/null; then
+      break
+    fi
+    [ "$attempt" -eq 3 ] && { echo "apt-get failed 3 times; install ${need[*]} by hand" >&2; exit 1; }
+    echo "apt-get failed (attempt $attempt of 3); trying again in 20 s" >&2
+    sleep 20
+  done
 fi
 
 python3 -m venv .venv

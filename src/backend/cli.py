@@ -15,6 +15,7 @@ from pathlib import Path
 
 from backend import __version__
 from backend.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, MicrofetchError, UsageError
+from backend.preflight import preflight
 from backend.registry import Registry, Taxon, parse_taxon_id
 from backend.settings import Settings, load_settings
 from backend.timeutil import relative, utc_now
@@ -31,7 +32,9 @@ def _taxon_id(text: str) -> int:
 
 def _registry(settings: Settings) -> Registry:
     registry = Registry.from_settings(settings)
-    registry.ensure_ready()
+    if registry.ensure_ready():
+        print(f"created a new registry {registry.path.resolve()} (MICROFETCH_CSV chooses "
+              "another)", file=sys.stderr)
     return registry
 
 
@@ -271,7 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_workers.add_parsers(sub, _taxon_id)
 
     tick = sub.add_parser("tick", help="run each job once in the foreground (cron, debugging)")
-    tick.set_defaults(func=cmd_tick)
+    tick.set_defaults(func=cmd_tick, preflight=True)
 
     health = sub.add_parser("healthcheck", help="exit 0 when the local server is healthy")
     health.add_argument("--timeout", type=float, default=5.0, help="seconds (default 5)")
@@ -280,7 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="the whole loop on this machine, no network needed")
     demo.add_argument("--port", type=int, default=8000, help="dashboard port (8000)")
     demo.add_argument("--folder", type=Path, help="where to keep the demo (a temp folder)")
-    demo.set_defaults(func=cmd_demo)
+    demo.set_defaults(func=cmd_demo, preflight=True)
 
     serve = sub.add_parser("serve", help="run the daemon and the web server")
     serve.set_defaults(func=cmd_serve)
@@ -295,6 +298,8 @@ def _run(parser: argparse.ArgumentParser, argv: Sequence[str] | None,
     args.extra = extra  # add-taxa: things that look like options are ids to reject
     try:
         settings = load_settings()
+        if getattr(args, "preflight", False):
+            preflight(settings)
         if args.func not in (cmd_serve, cmd_demo):
             _setup_logs(settings)  # logs go to files; the console gets plain lines
         return args.func(args, settings)
@@ -313,6 +318,7 @@ def add_taxa_main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="add_taxa.py", description="Add NCBI taxonomy ids to the microfetch registry."
     )
+    parser.add_argument("--version", action="version", version=f"microfetch {__version__}")
     _add_add_taxa_arguments(parser)
     parser.set_defaults(func=cmd_add_taxa)
     return _run(parser, argv, allow_extra=True)

@@ -37,4 +37,4 @@ def cmd_fetch(args: argparse.Namespace, settings: Settings) -> int:
 def add_parsers(sub: argparse._SubParsersAction, taxon_id: object) -> None:
     fetch = sub.add_parser("fetch", help="check ENA and select runs for one taxon now")
     fetch.add_argument("id", type=taxon_id)
-    fetch.set_defaults(func=cmd_fetch)
+    fetch.set_defaults(func=cmd_fetch, preflight=True)

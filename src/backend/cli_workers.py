@@ -95,7 +95,7 @@ def add_parsers(sub: argparse._SubParsersAction, taxon_id: object) -> None:
     """Register the commands of this module on the top-level parser."""
     collect = sub.add_parser("collect", help="collect finished workers now (one pass)")
     collect.add_argument("id", nargs="?", type=taxon_id, help="only this taxon")
-    collect.set_defaults(func=cmd_collect)
+    collect.set_defaults(func=cmd_collect, preflight=True)
 
     retry = sub.add_parser("retry", help="put a taxon's failed runs back to pending")
     retry.add_argument("id", type=taxon_id)

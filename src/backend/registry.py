@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
-from backend.errors import RegistryError, UnknownTaxonError
+from backend.errors import RegistryError, UnknownTaxonError, UsageError
 from backend.statefile import append_line, atomic_write_text, locked, render_csv
 from backend.timeutil import format_time, parse_time, utc_now
 
@@ -239,7 +239,7 @@ class Registry:
         """Rows and whether the header lacks columns (an older file)."""
         if not self.path.exists():
             return [], True
-        with open(self.path, newline="", encoding="utf-8-sig") as handle:
+        with self._open() as handle:
             reader = csv.reader(handle)
             header = next(reader, None)
             if header is None:
@@ -271,6 +271,18 @@ class Registry:
                 rows.append(taxon)
         return rows, tuple(header) != COLUMNS
 
+    def _open(self) -> TextIO:
+        try:
+            return open(self.path, newline="", encoding="utf-8-sig")
+        except OSError as exc:
+            raise self._unusable(exc) from None
+
+    def _unusable(self, exc: OSError) -> UsageError:
+        return UsageError(
+            f"cannot read the registry {self.path}: {exc.strerror or exc}. Set MICROFETCH_CSV "
+            "to a CSV file this user can read and write (it is created when missing)"
+        )
+
     def _check_header(self, header: list[str]) -> None:
         unknown = [name for name in header if name not in COLUMNS]
         if unknown:
@@ -286,16 +298,24 @@ class Registry:
 
     # Writing -------------------------------------------------------------------------------
 
-    def ensure_ready(self) -> None:
-        """Create a missing file with the header; give an older file the newer columns."""
-        if self.path.exists() and self.path.stat().st_size > 0:
+    def ensure_ready(self) -> bool:
+        """Create a missing file with the header; give an older file the newer columns.
+
+        Returns True when the file was created (callers tell the person which file it is).
+        """
+        if self.path.exists() and (self.path.is_dir() or self.path.stat().st_size > 0):
             rows, outdated = self._read()
             if not outdated:
-                return
-        with locked(self.path):
-            rows, outdated = self._read()
-            if outdated or not self.path.exists():
-                self._write(rows)
+                return False
+        try:
+            with locked(self.path):
+                created = not self.path.exists()
+                rows, outdated = self._read()
+                if outdated or created:
+                    self._write(rows)
+        except OSError as exc:
+            raise self._unusable(exc) from None
+        return created
 
     @contextmanager
     def transaction(self, actor: str | None = None) -> Iterator[Table]:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from backend.errors import SettingsError
+from backend.preflight import bundled_pipeline_dir
 
 Parser = Callable[[str], Any]
 
@@ -170,8 +171,10 @@ class Settings:
     )
     pipeline_dir: Path | None = _setting(
         "MICROFETCH_PIPELINE_DIR", None, _optional_path,
-        "Folder of the worker pipeline (`main.nf`, `bin/`) copied to each worker.",
-        shown="the `nextflow/` folder of this checkout",
+        "Folder of the worker pipeline (`main.nf`, `bin/`) copied to each worker; by default "
+        "the pipeline installed with microfetch (the `nextflow/` folder of the repository, "
+        "shipped inside the wheel).",
+        shown="the installed pipeline",
     )
 
     # ENA
@@ -383,20 +386,11 @@ class Settings:
             host = "127.0.0.1" if host in {"0.0.0.0", "::", "[::]"} else host
             object.__setattr__(self, "callback_url", f"http://{host}:{port}")
         if self.pipeline_dir is None:
-            object.__setattr__(self, "pipeline_dir", _default_pipeline_dir())
+            object.__setattr__(self, "pipeline_dir", bundled_pipeline_dir())
 
     def with_overrides(self, **changes: Any) -> Settings:
         """A copy with some fields changed (tests, the demo)."""
         return replace(self, **changes)
-
-
-def _default_pipeline_dir() -> Path:
-    here = Path(__file__).resolve()
-    for parent in here.parents:
-        candidate = parent / "nextflow"
-        if (candidate / "main.nf").exists():
-            return candidate
-    return here.parents[2] / "nextflow"
 
 
 def setting_specs() -> list[dict[str, Any]]:
