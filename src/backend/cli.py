@@ -177,6 +177,25 @@ def cmd_remove_taxa(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
+def cmd_history(args: argparse.Namespace, settings: Settings) -> int:
+    """The newest history entries (of one taxon), oldest first, from the database."""
+    registry = _registry(settings)
+    if args.id is not None:
+        registry.get(args.id)  # an unknown id is an error, not an empty answer
+    entries = registry.history(args.id, limit=args.limit)
+    if args.json:
+        print(json.dumps(entries, indent=2))
+        return EXIT_OK
+    if not entries:
+        print("No history yet.")
+    for entry in entries:
+        old, new = (_clip(json.dumps(entry[k]) if not isinstance(entry[k], str) else entry[k],
+                          60) for k in ("old", "new"))
+        print(f"{entry['time']}  {entry['taxon'] or '-'}  {entry['field']}: {old} -> {new}  "
+              f"({entry['actor']})")
+    return EXIT_OK
+
+
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     """The daemon and the web server, until SIGTERM or SIGINT."""
     from backend.daemon import serve
@@ -263,6 +282,12 @@ def build_parser() -> argparse.ArgumentParser:
     priority.add_argument("id", type=_taxon_id)
     priority.add_argument("priority", type=int)
     priority.set_defaults(func=cmd_priority)
+
+    history = sub.add_parser("history", help="what changed, when and by whom")
+    history.add_argument("id", nargs="?", type=_taxon_id, metavar="ID", help="one taxon")
+    history.add_argument("--limit", type=int, default=50, help="newest entries (50)")
+    history.add_argument("--json", action="store_true", help="JSON for scripts")
+    history.set_defaults(func=cmd_history)
 
     remove = sub.add_parser("remove-taxa", help="remove taxa from the registry (files are kept)")
     remove.add_argument("ids", nargs="+", type=_taxon_id, metavar="ID")

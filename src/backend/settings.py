@@ -153,14 +153,26 @@ class Settings:
         "Folder for the main log and one log per taxon (`<taxon_id>.log`).",
         shown="<data dir>/logs",
     )
+    db_path: Path | None = _setting(
+        "MICROFETCH_DB", None, _optional_path,
+        "SQLite database of runs, workers and history; keep it on a local disk (SQLite's "
+        "locks are not safe on NFS or SMB).",
+        shown="<data dir>/microfetch.sqlite",
+    )
+    export_seconds: int = _setting(
+        "MICROFETCH_EXPORT_SECONDS", 300, _int(0, unit=" of seconds"),
+        "The daemon rewrites a taxon's `ENA_accession_numbers/<taxon_id>.csv` and "
+        "`samplesheet.csv` at most this often (and when the taxon completes).",
+    )
     history_path: Path | None = _setting(
         "MICROFETCH_HISTORY", None, _optional_path,
-        "JSON-lines log of every registry change (time, taxon, field, old, new, actor).",
+        "JSON-lines copy of the history (time, taxon, field, old, new, actor), appended as it "
+        "happens, for people who tail it; `microfetch history` queries the database.",
         shown="<data dir>/history.jsonl",
     )
     history_max_bytes: int = _setting(
         "MICROFETCH_HISTORY_MAX_BYTES", 10_000_000, _int(10_000, unit=" of bytes"),
-        "Size at which the history log is rotated (5 old files are kept).",
+        "Size at which the JSON-lines history is rotated (5 old files are kept).",
     )
     log_json: bool = _setting(
         "MICROFETCH_LOG_JSON", False, _bool, "Write log files as JSON lines instead of text."
@@ -381,6 +393,8 @@ class Settings:
             object.__setattr__(self, "log_dir", self.data_dir / "logs")
         if self.history_path is None:
             object.__setattr__(self, "history_path", self.data_dir / "history.jsonl")
+        if self.db_path is None:
+            object.__setattr__(self, "db_path", self.data_dir / "microfetch.sqlite")
         if not self.callback_url:
             host, _, port = self.bind.rpartition(":")
             host = "127.0.0.1" if host in {"0.0.0.0", "::", "[::]"} else host
