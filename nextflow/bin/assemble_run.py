@@ -34,7 +34,7 @@ from pathlib import Path
 FASTQ = re.compile(r"^(?P<stem>.+?)(?P<mate>_[12])?\.(?:fastq|fq)(?:\.gz)?$")
 VERSION = re.compile(r"\d+(?:\.\d+)+")
 WORK = ".assembly-work"
-STDERR_TAIL_LINES = 15
+STDERR_TAIL_LINES = 5
 STDERR_TAIL_CHARS = 2000
 FASTP_MAX_THREADS = 16  # fastp refuses more worker threads than this
 SKESA_DEFAULT_MEMORY_GB = 32  # what SKESA takes when not told otherwise
