@@ -140,16 +140,19 @@ def _utc(stamp: float) -> str:
 # --- the reads ---------------------------------------------------------------------------
 
 
+def fastq_files(run_dir: Path) -> list[str]:
+    """The FASTQ files in the run folder (never a ``.part`` left by an unfinished fetch)."""
+    return sorted(p.name for p in run_dir.iterdir() if p.is_file() and FASTQ.match(p.name))
+
+
 def find_reads(run_dir: Path) -> Reads:
     """The pair ``*_1``/``*_2`` if there is one (a third, unpaired file is ignored), else the
     single file; anything else is a failure to report."""
-    names = sorted(p.name for p in run_dir.iterdir() if p.is_file() and FASTQ.match(p.name))
+    names = fastq_files(run_dir)
     mates: dict[str, dict[str, str]] = {}
-    for name in names:
-        match = FASTQ.match(name)
-        assert match is not None
+    for match in filter(None, map(FASTQ.match, names)):
         if match["mate"]:
-            mates.setdefault(match["stem"], {})[match["mate"]] = name
+            mates.setdefault(match["stem"], {})[match["mate"]] = match.string
     pairs = [(m["_1"], m["_2"]) for m in mates.values() if set(m) == {"_1", "_2"}]
     if len(pairs) == 1:
         return Reads(pairs[0])
@@ -380,16 +383,17 @@ def assemble(run_dir: Path, report: Report, assembler: Assembler, timeout: float
                   contigs_bytes=contigs.stat().st_size)
 
 
-def delete_reads(run_dir: Path, report: dict[str, object]) -> None:
-    for name in report["inputs"]:  # type: ignore[union-attr]
-        (run_dir / str(name)).unlink(missing_ok=True)
+def delete_reads(run_dir: Path) -> None:
+    """Every FASTQ file of the run, the ignored unpaired one too: only the assembly goes home."""
+    for name in fastq_files(run_dir):
+        (run_dir / name).unlink(missing_ok=True)
 
 
 def finish_deleting(run_dir: Path, run: str) -> None:
     """A retry after an interruption between writing the report and deleting the reads."""
     data = json.loads(report_path(run_dir, run).read_text())
     if not data.get("reads_deleted"):
-        delete_reads(run_dir, data)
+        delete_reads(run_dir)
         data["reads_deleted"] = True
         write_json(report_path(run_dir, run), data)
 
@@ -412,7 +416,7 @@ def run_step(run_dir: Path, report: Report, assembler: Assembler, keep_reads: bo
     write_json(report_path(run_dir, report.run), data)
     # Reads go only once the report that replaces them is safely written.
     if status == "assembled" and not keep_reads:
-        delete_reads(run_dir, data)
+        delete_reads(run_dir)
         data["reads_deleted"] = True
         write_json(report_path(run_dir, report.run), data)
     return data

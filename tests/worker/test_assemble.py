@@ -103,9 +103,12 @@ def md5(path: Path) -> str:
 
 
 @pytest.fixture(scope="module")
-def assembled(sample, tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
-    """One run assembled with the defaults (reads not kept); several tests read its results."""
-    folder = paired(tmp_path_factory.mktemp("assembled"), "ERR1", sample.reads)
+def assembled(sample, noise, tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    """One run as ENA often has them (a pair and an unpaired file), assembled with the
+    defaults, so its reads are not kept; several tests read its results."""
+    folder = run_folder(tmp_path_factory.mktemp("assembled"), "ERR1",
+                        {"ERR1_1.fastq.gz": sample.reads[0], "ERR1_2.fastq.gz": sample.reads[1],
+                         "ERR1.fastq.gz": noise[0]})
     return folder, assemble(folder, "ERR1")
 
 
@@ -146,6 +149,7 @@ def test_the_report_counts_the_reads_and_names_the_tools_and_their_commands(
     assert got["depth"] == round(got["bases_in"] / got["total_length"], 1)
     assert got["layout"] == "paired"
     assert got["inputs"] == ["ERR1_1.fastq.gz", "ERR1_2.fastq.gz"]
+    assert "ERR1.fastq.gz" not in " ".join(got["commands"].values())
     assert set(got["versions"]) == {"fastp", "skesa"}
     assert all(got["versions"].values())
     assert got["commands"]["fastp"].startswith("fastp -w 2 ")
@@ -158,6 +162,7 @@ def test_the_report_counts_the_reads_and_names_the_tools_and_their_commands(
 
 
 def test_after_a_successful_assembly_only_the_contigs_and_the_report_remain(assembled):
+    """The unpaired file goes too: with ``assembly`` nothing but these comes home."""
     folder, _ = assembled
 
     assert sorted(p.name for p in folder.iterdir()) == ["ERR1.assembly.json",
@@ -177,22 +182,28 @@ def test_running_the_step_again_after_success_changes_nothing(assembled, tmp_pat
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
 
 
-def test_with_keep_reads_every_fastq_stays_and_an_unpaired_third_file_is_ignored(
-        sample, noise, tmp_path):
-    folder = run_folder(tmp_path, "ERR2", {"ERR2_1.fastq.gz": sample.reads[0],
-                                           "ERR2_2.fastq.gz": sample.reads[1],
-                                           "ERR2.fastq.gz": noise[0]})
-    before = {p.name: md5(p) for p in folder.iterdir()}
+def test_reads_kept_with_keep_reads_go_on_a_later_run_without_it_with_no_new_assembly(
+        sample, tmp_path):
+    folder = paired(tmp_path, "ERR2", sample.reads)
+    reads = {p.name: md5(p) for p in folder.iterdir()}
 
-    result = assemble(folder, "ERR2", "--keep-reads")
+    kept = assemble(folder, "ERR2", "--keep-reads")
 
-    assert result.returncode == 0, result.stderr
-    got = report(folder, "ERR2")
-    assert got["status"] == "assembled", got["error"]
-    assert got["inputs"] == ["ERR2_1.fastq.gz", "ERR2_2.fastq.gz"]
-    assert "ERR2.fastq.gz" not in " ".join(got["commands"].values())
-    assert got["reads_deleted"] is False
-    assert {name: md5(folder / name) for name in before} == before
+    assert kept.returncode == 0, kept.stderr
+    first = report(folder, "ERR2")
+    assert first["status"] == "assembled", first["error"]
+    assert first["reads_deleted"] is False
+    assert {name: md5(folder / name) for name in reads} == reads
+
+    dropped = assemble(folder, "ERR2")
+
+    assert dropped.returncode == 0, dropped.stderr
+    assert "already assembled" in dropped.stderr
+    second = report(folder, "ERR2")
+    assert second["reads_deleted"] is True
+    assert second == {**first, "reads_deleted": True}
+    assert sorted(p.name for p in folder.iterdir()) == ["ERR2.assembly.json",
+                                                        "ERR2.contigs.fa.gz"]
 
 
 def test_random_reads_give_a_failed_report_with_the_assemblers_reason_and_keep_their_reads(
