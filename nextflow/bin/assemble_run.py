@@ -9,7 +9,8 @@ with its cores and memory bounded, contigs shorter than ``--min-contig`` are dro
 A run that does not assemble, or whose assembly falls below the sanity limits, gets a report
 with ``status: failed`` and the reason, and the script still exits 0: a failure is a fact about
 the run, which home records, not a crash of the worker. Exit 2 is for bad usage, 3 for a worker
-that lacks a tool (no report then: the run is not to blame). The reads are deleted only after a
+that lacks a tool (no report then: the run is not to blame), 143 when stopped by SIGTERM (the
+running tool is killed with it, and nothing is written). The reads are deleted only after a
 successful assembly, and only without ``--keep-reads``; a failed run keeps them, so home may
 still choose to bring them back.
 """
@@ -24,6 +25,7 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -39,8 +41,8 @@ STDERR_TAIL_CHARS = 2000
 FASTP_MAX_THREADS = 16  # fastp refuses more worker threads than this
 SKESA_DEFAULT_MEMORY_GB = 32  # what SKESA takes when not told otherwise
 DEFAULT_TIMEOUT = 6 * 3600  # per tool; a bacterial genome takes minutes
-EXIT_USAGE = 2
 EXIT_MISSING_TOOL = 3
+EXIT_TERMINATED = 143  # as a shell reports a process ended by SIGTERM
 REPORT_KEYS = (
     "run", "status", "error", "assembler", "layout", "inputs",
     "contigs_file", "contigs_md5", "contigs_bytes",
@@ -490,8 +492,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def stop(signum: int, frame: object) -> None:
+    """Raising here makes ``subprocess.run`` kill the running tool before the step unwinds,
+    so a stopped worker leaves no assembler running on its own."""
+    raise SystemExit(EXIT_TERMINATED)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    signal.signal(signal.SIGTERM, stop)
     run_dir: Path = args.run_dir.resolve()
     if already_assembled(run_dir, args.run):
         if not args.keep_reads:

@@ -8,8 +8,10 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -278,6 +280,41 @@ def test_a_worker_without_fastp_exits_3_and_blames_no_run(noise, tmp_path):
     assert "fastp" in result.stderr
     assert not (folder / "ERR7.assembly.json").exists()
     assert sorted(p.name for p in folder.iterdir()) == ["ERR7_1.fastq.gz", "ERR7_2.fastq.gz"]
+
+
+def processes_working_in(folder: Path) -> list[int]:
+    """Ids of the processes whose current folder is ``folder`` (Linux: /proc/<pid>/cwd)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and Path(os.readlink(entry / "cwd")) == folder:
+                found.append(int(entry.name))
+        except OSError:
+            continue  # gone meanwhile, or not ours to look at
+    return found
+
+
+def test_a_stopped_step_takes_its_assembler_down_with_it_and_writes_nothing(
+        sample, tmp_path):
+    folder = paired(tmp_path, "ERR11", sample.reads).resolve()
+    step = subprocess.Popen(
+        [sys.executable, str(BIN / "assemble_run.py"), str(folder), "--run", "ERR11",
+         "--threads", "2", "--memory-gb", "4"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        for _ in range(600):  # until SKESA runs, at most a minute
+            if (folder / ".assembly-work" / "skesa.log").exists() or step.poll() is not None:
+                break
+            time.sleep(0.1)
+        assert step.poll() is None, "the step ended before SKESA started"
+        step.send_signal(signal.SIGTERM)
+        _, stderr = step.communicate(timeout=60)
+    finally:
+        step.kill()
+
+    assert step.returncode == 143, stderr
+    assert processes_working_in(folder) == []
+    assert sorted(p.name for p in folder.iterdir()) == ["ERR11_1.fastq.gz", "ERR11_2.fastq.gz"]
 
 
 def test_a_folder_without_fastq_files_gets_a_failed_report(tmp_path):
