@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from assemble_run import REPORT_KEYS, AssemblyFailed, Reads, find_reads, n50
+from assemble_run import REPORT_KEYS, AssemblyFailed, Reads, Stats, check_sanity, find_reads, n50
 
 from .conftest import BIN
 from .simulate import count_fastq, random_genome, random_reads, simulate_pairs, write_fasta
@@ -346,3 +346,15 @@ def test_n50_is_the_contig_length_where_the_longest_contigs_reach_half_the_total
     assert n50([100, 400, 200, 300]) == 300
     assert n50([1000]) == 1000
     assert n50([]) == 0
+
+
+def test_the_sanity_limits_name_the_number_and_the_option_that_failed():
+    fragmented = Stats(contigs=40, total_length=50_000, n50=1_500, largest_contig=4_000, gc=0.5)
+
+    check_sanity(fragmented, min_contig=200, min_total=45_000, min_n50=1_000)
+    with pytest.raises(AssemblyFailed, match=r"N50 1500 bp is below the limit of 5000 bp"):
+        check_sanity(fragmented, min_contig=200, min_total=45_000, min_n50=5_000)
+    with pytest.raises(AssemblyFailed, match=r"--min-total-length"):
+        check_sanity(fragmented, min_contig=200, min_total=60_000, min_n50=0)
+    with pytest.raises(AssemblyFailed, match="no contigs of at least 500 bp"):
+        check_sanity(Stats(0, 0, 0, 0, 0.0), min_contig=500, min_total=0, min_n50=0)
