@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+from filelock import FileLock, Timeout
+
 from backend.accessions import AccessionList, Exclusion, Run, RunStatus
 from backend.chunking import Item, plan_chunks
 from backend.collect import settle_taxon
@@ -96,12 +98,14 @@ class Dispatcher:
         for items in chunks:
             if stopping():
                 break
-            name = self._claim(taxon_id, [runs[i.key] for i in items])
-            if name is None:
+            claim = self._claim(taxon_id, [runs[i.key] for i in items])
+            if claim is None:
                 report.waiting = "another dispatcher took these runs or the last free slot"
                 break
-            if self._start(name):
-                report.started.append(name)
+            name, starting = claim
+            with starting:
+                if self._start(name):
+                    report.started.append(name)
         settle_taxon(self.settings, self.registry, self.store, taxon_id, ACTOR)
         return report
 
@@ -133,20 +137,32 @@ class Dispatcher:
         taxon_log(taxon_id).warning(reason)
         return False
 
-    def _claim(self, taxon_id: int, runs: Sequence[Run]) -> str | None:
-        """Write the folder, then in one transaction the record and the assignments.
+    def _starting(self, name: str) -> FileLock:
+        """Held by the process starting a worker, from its claim until it runs. The operating
+        system releases it when that process dies, so `resume` can tell a crashed start from
+        one another process (an overlapping `tick`) is still making."""
+        folder = Path(self.settings.data_dir) / "workers"
+        folder.mkdir(parents=True, exist_ok=True)
+        return FileLock(str(folder / f"{name}.start"), timeout=0)
+
+    def _claim(self, taxon_id: int, runs: Sequence[Run]) -> tuple[str, FileLock] | None:
+        """Write the record and the assignments in one transaction, then the folder.
 
         The transaction re-checks what the plan assumed: the cap on live workers still has room
-        and every run is still pending. Another process (an overlapping `tick`) that got there
-        first makes this claim give up (None) rather than share runs or exceed the cap.
+        and every run is still pending. Another process that got there first makes this claim
+        give up (None) rather than share runs or exceed the cap. The start lock is taken before
+        the claim commits and returned held.
         """
         token = new_token()
+        starting: FileLock | None = None
         try:
             with self.store.db.write() as con:
                 if self.store.live_count(con) >= self.settings.max_workers:
                     raise _Taken
                 chunk = self.store.next_chunk(taxon_id, con)
                 name = worker_name(taxon_id, chunk)
+                starting = self._starting(name)
+                starting.acquire()
                 marks = ", ".join("?" * len(runs))
                 claimed = con.execute(
                     f"UPDATE runs SET status = 'assigned', category = 'assigned', worker = ? "
@@ -160,9 +176,12 @@ class Dispatcher:
                     token_sha256=token_hash(token), created_at=utc_now(),
                 ))
         except _Taken:
+            if starting is not None:
+                starting.release()
             return None
+        assert starting is not None
         self._write_folder(name, taxon_id, chunk, runs, token)
-        return name
+        return name, starting
 
     def _write_folder(self, name: str, taxon_id: int, chunk: int, runs: Sequence[Run],
                       token: str) -> Path:
@@ -220,9 +239,16 @@ class Dispatcher:
                 continue
             if record.backend != self.backend.name:
                 continue
-            self._reassign(record)
-            if self._start(record.name):
-                resumed.append(record.name)
+            try:
+                with self._starting(record.name):
+                    current = self.store.get(record.name)  # finished while we looked?
+                    if current is None or current.phase not in (Phase.CLAIMED, Phase.STARTING):
+                        continue
+                    self._reassign(current)
+                    if self._start(current.name):
+                        resumed.append(current.name)
+            except Timeout:
+                continue  # a live process is starting it right now
             settle_taxon(self.settings, self.registry, self.store, record.taxon_id, ACTOR)
         return resumed
 
