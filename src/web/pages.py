@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 from flask import (
     Blueprint,
     abort,
@@ -16,17 +18,20 @@ from flask import (
 )
 from flask.typing import ResponseReturnValue
 from markupsafe import Markup
+from pydantic import BaseModel, ValidationError
 
 from backend.accessions import AccessionList
 from backend.add_taxa import add_taxa, summary
 from backend.errors import UnknownTaxonError
-from backend.registry import Registry
+from backend.registry import Registry, parse_taxon_id
 from backend.settings import Settings
 from backend.workers import WorkerStore
-from web.api import lookup, parse_id
+from web import schemas
+from web.api import lookup, parse_id, problems_of
 from web.auth import DISABLED, admin_token, csrf_token, page_admin_problem, token_matches
-from web.openapi import OPENAPI
+from web.openapi import document
 from web.plots import runs_over_time
+from web.security import local_path
 from web.views_data import (
     all_states,
     exclusion_counts,
@@ -38,10 +43,27 @@ from web.views_data import (
 )
 
 bp = Blueprint("pages", __name__)
+Form = TypeVar("Form", bound=BaseModel)
+
+
+class BadForm(Exception):
+    """A form post without a field it needs, or with a wrong value."""
+
+
+@bp.errorhandler(BadForm)
+def bad_form(exc: BadForm) -> ResponseReturnValue:
+    return render_template("refused.html", problem=str(exc)), 400
 
 
 def settings() -> Settings:
     return current_app.config["MICROFETCH_SETTINGS"]
+
+
+def form(model: type[Form]) -> Form:
+    try:
+        return model.model_validate(request.form.to_dict())
+    except ValidationError as exc:
+        raise BadForm("the form is not complete: " + "; ".join(problems_of(exc))) from exc
 
 
 @bp.app_context_processor
@@ -60,10 +82,10 @@ def dashboard() -> ResponseReturnValue:
 
 @bp.get("/taxa/<taxon>")
 def taxon_page(taxon: str) -> ResponseReturnValue:
-    taxon_id = parse_id(taxon)
+    taxon_id = parse_id(taxon) or abort(404)
     registry = Registry.from_settings(settings())
     try:
-        row = registry.get(taxon_id) if taxon_id else abort(404)
+        row = registry.get(taxon_id)
     except UnknownTaxonError:
         abort(404)
     history = registry.history(taxon_id, limit=2000)
@@ -80,19 +102,22 @@ def taxon_page(taxon: str) -> ResponseReturnValue:
 
 @bp.get("/openapi.json")
 def openapi() -> ResponseReturnValue:
-    return jsonify(OPENAPI)
+    return jsonify(document())
 
 
 @bp.post("/admin/login")
 def login() -> ResponseReturnValue:
+    sent = form(schemas.LoginForm)
     if not admin_token():
         flash(DISABLED, "error")
-    elif token_matches(request.form.get("token", "")):
+    elif token_matches(sent.token):
+        session.clear()  # a fresh session (and CSRF token) for the signed-in admin
         session["admin"] = True
         flash("signed in", "ok")
     else:
         flash("that is not the admin token", "error")
-    return redirect(request.referrer or url_for("pages.dashboard"))
+    # Never the Referer, and `next` only when it is a path here: no open redirect.
+    return redirect(local_path(sent.next, url_for("pages.dashboard")))
 
 
 @bp.post("/admin/logout")
@@ -110,9 +135,11 @@ def add_from_form() -> ResponseReturnValue:
     problem = page_admin_problem()
     if problem:
         return refused(problem)
-    ids = request.form.get("ids", "").replace(",", " ").split()
-    if not ids:
-        flash("give at least one taxonomy id, e.g. 562", "error")
+    ids = form(schemas.AddTaxaForm).ids.replace(",", " ").split()
+    if not any(well_formed(i) for i in ids):
+        # Every id is malformed: say so at once, before any look-up or registry write.
+        flash("give at least one taxonomy id, e.g. 562" if not ids else
+              "no taxonomy id in " + " ".join(ids[:20]) + ": nothing changed", "error")
         return redirect(url_for("pages.dashboard"))
     outcomes = add_taxa(Registry.from_settings(settings()), ids, lookup=lookup(),
                         actor="web:admin")
@@ -122,30 +149,42 @@ def add_from_form() -> ResponseReturnValue:
     return redirect(url_for("pages.dashboard"))
 
 
+def well_formed(text: str) -> bool:
+    try:
+        parse_taxon_id(text)
+    except ValueError:
+        return False
+    return True
+
+
 @bp.post("/taxa/<taxon>/action")
 def taxon_action(taxon: str) -> ResponseReturnValue:
     problem = page_admin_problem()
     if problem:
         return refused(problem)
     taxon_id = parse_id(taxon) or abort(404)
+    sent = form(schemas.TaxonActionForm)
     registry = Registry.from_settings(settings())
-    action = request.form.get("action")
     try:
-        if action == "clear":
-            registry.update(taxon_id, "web:admin", needs_attention="")
-            flash("needs_attention cleared", "ok")
-        elif action == "priority":
-            priority = int(request.form.get("priority", ""))
-            registry.update(taxon_id, "web:admin", priority=priority)
-            flash(f"priority set to {priority}", "ok")
-        elif action == "retry":
-            from backend.collect import retry_runs
-
-            flash(f"{retry_runs(settings(), taxon_id, 'web:admin')} runs pending again", "ok")
-        else:
-            flash(f"unknown action {action!r}", "error")
-    except ValueError:
-        flash("priority must be a whole number", "error")
+        flash(*act(registry, taxon_id, sent))
     except UnknownTaxonError:
         abort(404)
     return redirect(url_for("pages.taxon_page", taxon=taxon_id))
+
+
+def act(registry: Registry, taxon_id: int, sent: schemas.TaxonActionForm) -> tuple[str, str]:
+    """Carry out one action of the taxon page; the message and its category."""
+    if sent.action == "clear":
+        registry.update(taxon_id, "web:admin", needs_attention="")
+        return "needs_attention cleared", "ok"
+    if sent.action == "priority":
+        try:
+            priority = schemas.SetPriority(priority=int(sent.priority.strip())).priority
+        except (ValueError, ValidationError):
+            limit = schemas.PRIORITY_LIMIT
+            return f"priority must be a whole number from -{limit} to {limit}", "error"
+        registry.update(taxon_id, "web:admin", priority=priority)
+        return f"priority set to {priority}", "ok"
+    from backend.collect import retry_runs
+
+    return f"{retry_runs(settings(), taxon_id, 'web:admin')} runs pending again", "ok"

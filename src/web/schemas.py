@@ -1,0 +1,176 @@
+"""The API's contract: every request and response body, declared once.
+
+The views validate input with these models and ``web.openapi`` builds ``/openapi.json`` from
+them, so the document cannot promise what the code does not check. Request models are strict
+(``true`` is not 1, ``1e23`` is not a whole number, ``"562"`` is not an id) and forbid unknown
+keys, so a typo in a client is an answer, not a silently ignored field.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from backend.registry import MAX_TAXON_ID
+
+#: Priorities are bounded so that no client can push a taxon out of reach of every other.
+PRIORITY_LIMIT = 1_000_000
+#: One request adds at most this many ids (add_taxa.py takes files for more).
+MAX_IDS = 1000
+
+TaxonId = Annotated[int, Field(ge=1, le=MAX_TAXON_ID, examples=[562])]
+Priority = Annotated[int, Field(ge=-PRIORITY_LIMIT, le=PRIORITY_LIMIT,
+                                description="Higher is fetched first; default 0.")]
+Time = Annotated[str, Field(description="UTC, like 2026-11-23T10:15:00Z; empty for never.")]
+
+
+class Request(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+
+class Response(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class AddTaxa(Request):
+    """``POST /api/taxa``. Each id is checked on its own and answered in ``results``."""
+
+    taxonomy_ids: list[TaxonId] = Field(min_length=1, max_length=MAX_IDS,
+                                        examples=[[562, 1280]])
+    priority: Priority = 0
+
+
+class SetPriority(Request):
+    priority: Priority
+
+
+class Error(Response):
+    """Every refusal: what is wrong, and for a malformed body each problem with its place."""
+
+    error: str
+    problems: list[str] = Field(default_factory=list)
+
+
+class Outcome(Response):
+    """What happened to one given id."""
+
+    given: str
+    taxonomy_id: int | None
+    result: Literal["added", "present", "rejected"]
+    detail: str
+    scientific_name: str
+
+
+class AddTaxaAnswer(Response):
+    results: list[Outcome]
+    summary: str
+
+
+class AddTaxaRefused(Response):
+    """Every id was rejected: nothing changed (a 422, so a client's error path sees it)."""
+
+    error: str
+    results: list[Outcome]
+    summary: str
+
+
+class RunCounts(Response):
+    wanted: int
+    fetched: int
+    pending: int
+    assigned: int
+    failed: int
+    excluded: int
+
+
+class Worker(Response):
+    name: str
+    backend: str
+    address: str
+    phase: str
+    runs: int
+    bytes: int
+    created_at: Time
+
+
+class TaxonState(Response):
+    """One taxon as ``GET /api/taxa/{taxon}`` shows it (like pacifica-ingest's get_state)."""
+
+    taxonomy_id: int
+    scientific_name: str
+    state: str = Field(description="last_run_status; `new` when empty")
+    stage: str
+    stage_name: str
+    task_percent: float
+    runs: RunCounts
+    bytes_wanted: int
+    bytes_fetched: int
+    needs_attention: str
+    last_error: str
+    last_checked: Time
+    priority: int
+    updated: Time
+    workers: list[Worker]
+
+
+class TaxaList(Response):
+    taxa: list[TaxonState]
+
+
+class AttentionCleared(Response):
+    taxonomy_id: int
+    needs_attention: Literal[""]
+
+
+class PrioritySet(Response):
+    taxonomy_id: int
+    priority: int
+
+
+class Retried(Response):
+    taxonomy_id: int
+    pending_again: int = Field(ge=0)
+
+
+class Health(Response):
+    status: Literal["ok", "unhealthy"]
+    problems: list[str]
+    scheduler_running: bool
+    stopping: bool
+    last_heartbeat: Time
+    taxa: int | None
+
+
+class WorkerDone(BaseModel):
+    """The body of a worker's callback: the JSON of its DONE.json (checked in callbacks.py)."""
+
+    model_config = ConfigDict(strict=True)
+
+    status: Literal["done", "failed"]
+    runs_ok: int = Field(ge=0)
+    runs_failed: int = Field(ge=0)
+    bytes: int = Field(ge=0)
+    finished_at: str = Field(pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z$",
+                             examples=["2026-11-23T10:15:00Z"])
+
+
+class CallbackAccepted(Response):
+    worker: str
+    accepted: Literal[True]
+
+
+class LoginForm(Request):
+    token: str
+    next: str = Field("/", description="Where to go back to: a path on this site.")
+
+
+class AddTaxaForm(Request):
+    csrf: str
+    ids: str = Field(description="Taxonomy ids separated by spaces or commas.")
+
+
+class TaxonActionForm(Request):
+    csrf: str
+    action: Literal["clear", "priority", "retry"]
+    priority: str = ""
