@@ -8,9 +8,9 @@ keys, so a typo in a client is an answer, not a silently ignored field.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from backend.registry import MAX_TAXON_ID
 
@@ -19,9 +19,21 @@ PRIORITY_LIMIT = 1_000_000
 #: One request adds at most this many ids (add_taxa.py takes files for more).
 MAX_IDS = 1000
 
-TaxonId = Annotated[int, Field(ge=1, le=MAX_TAXON_ID, examples=[562])]
+
+
+def whole_number(value: Any) -> Any:
+    """JSON Schema's ``integer``: a number with no fraction, so ``5.0`` is 5 (a client may write
+    it so) but ``true``, ``"5"`` and ``5.5`` are not; bounds then refuse ``1e23``."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+TaxonId = Annotated[int, Field(ge=1, le=MAX_TAXON_ID, examples=[562]),
+                    BeforeValidator(whole_number)]
 Priority = Annotated[int, Field(ge=-PRIORITY_LIMIT, le=PRIORITY_LIMIT,
-                                description="Higher is fetched first; default 0.")]
+                                description="Higher is fetched first; default 0."),
+                     BeforeValidator(whole_number)]
 Time = Annotated[str, Field(description="UTC, like 2026-11-23T10:15:00Z; empty for never.")]
 
 

@@ -5,19 +5,17 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import Browser, sync_playwright
-from waitress.server import create_server
 
 from tests.conftest import cli_env
 from tests.loopback import free_port
 
-from .conftest import ADMIN
+from .conftest import ADMIN, serving
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -37,10 +35,8 @@ def browser() -> Iterator[Browser]:
 @pytest.fixture
 def served(site) -> Iterator[str]:
     site.app.config["MICROFETCH_LOOKUP"] = lambda taxon: {1280: "Staphylococcus aureus"}[taxon]
-    server = create_server(site.app, host="127.0.0.1", port=0, threads=4)
-    threading.Thread(target=server.run, daemon=True).start()
-    yield f"http://127.0.0.1:{server.effective_port}"
-    server.close()
+    with serving(site.app) as url:
+        yield url
 
 
 def test_an_admin_adds_a_taxon_through_the_form_and_sees_it_in_the_table(browser, served):
