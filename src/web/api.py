@@ -21,6 +21,7 @@ from backend.settings import Settings
 from backend.workers import WorkerStore
 from web import schemas
 from web.auth import api_admin
+from web.security import redact_state, server_paths
 from web.views_data import all_states, taxon_state
 
 bp = Blueprint("api", __name__, url_prefix="/api")
@@ -95,7 +96,8 @@ def not_in_registry(taxon_id: int) -> ResponseReturnValue:
 
 @bp.get("/taxa")
 def list_taxa() -> ResponseReturnValue:
-    return jsonify(taxa=all_states(settings()))
+    paths = server_paths(settings())
+    return jsonify(taxa=[redact_state(state, paths) for state in all_states(settings())])
 
 
 @bp.get("/taxa/<taxon>")
@@ -106,8 +108,9 @@ def get_taxon(taxon: str) -> ResponseReturnValue:
         row = registry.get(taxon_id)
     except UnknownTaxonError:
         return not_in_registry(taxon_id)
-    return jsonify(taxon_state(settings(), row, registry.history(taxon_id),
-                               WorkerStore(settings().data_dir).live()))
+    state = taxon_state(settings(), row, registry.history(taxon_id),
+                        WorkerStore(settings().data_dir).live())
+    return jsonify(redact_state(state, server_paths(settings())))
 
 
 @bp.post("/taxa")

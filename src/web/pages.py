@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from flask import (
     Blueprint,
@@ -31,7 +31,7 @@ from web.api import lookup, parse_id, problems_of
 from web.auth import DISABLED, admin_token, csrf_token, page_admin_problem, token_matches
 from web.openapi import document
 from web.plots import runs_over_time
-from web.security import local_path
+from web.security import local_path, redact, redact_state, server_paths
 from web.views_data import (
     all_states,
     exclusion_counts,
@@ -72,9 +72,21 @@ def admin_context() -> dict[str, object]:
             "csrf": csrf_token(), "disabled_text": DISABLED}
 
 
+def viewer_paths() -> list[tuple[str, str]]:
+    """The server paths to hide from this viewer: all of them unless an admin signed in."""
+    return [] if session.get("admin") else server_paths(settings())
+
+
+def history_shown(changes: list[dict[str, Any]], paths: list[tuple[str, str]]
+                  ) -> list[dict[str, Any]]:
+    return [h | {key: redact(h[key], paths) for key in ("old", "new")
+                 if isinstance(h.get(key), str)} for h in changes]
+
+
 @bp.get("/")
 def dashboard() -> ResponseReturnValue:
-    states = all_states(settings())
+    paths = viewer_paths()
+    states = [redact_state(state, paths) for state in all_states(settings())]
     series = {f"{s['taxonomy_id']} {s['scientific_name']}".strip():
               fetched_times(settings(), s["taxonomy_id"]) for s in states}
     return render_template("dashboard.html", taxa=states, plot=Markup(runs_over_time(series)))
@@ -90,13 +102,15 @@ def taxon_page(taxon: str) -> ResponseReturnValue:
         abort(404)
     history = registry.history(taxon_id, limit=2000)
     runs = list(AccessionList(settings().data_dir, taxon_id).load().values())
-    state = taxon_state(settings(), row, history, WorkerStore(settings().data_dir).live())
+    paths = viewer_paths()
+    state = redact_state(taxon_state(settings(), row, history,
+                                     WorkerStore(settings().data_dir).live()), paths)
     changes = [h for h in history if h["field"] in ("last_run_status", "stage", "row",
                                                     "needs_attention")][-30:]
     return render_template(
         "taxon.html", t=state, by_status=status_counts(runs), by_reason=exclusion_counts(runs),
-        estimate=last_estimate(history), history=list(reversed(changes)),
-        log=log_tail(settings(), taxon_id),
+        estimate=last_estimate(history), history=history_shown(list(reversed(changes)), paths),
+        log=[redact(line, paths) for line in log_tail(settings(), taxon_id)],
         plot=Markup(runs_over_time({str(taxon_id): fetched_times(settings(), taxon_id)})))
 
 

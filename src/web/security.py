@@ -7,11 +7,15 @@ nonce, so the policy needs no ``'unsafe-inline'`` and injected markup cannot run
 from __future__ import annotations
 
 import secrets
+from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from flask import Flask, Response, g, request
 from flask.sessions import SecureCookieSessionInterface
 from werkzeug.middleware.proxy_fix import ProxyFix
+
+from backend.settings import Settings
 
 CSP = ("default-src 'none'; script-src 'nonce-{nonce}'; style-src 'nonce-{nonce}'; "
        "img-src 'self' data:; connect-src 'self'; form-action 'self'; base-uri 'none'; "
@@ -77,3 +81,37 @@ def secure(app: Flask, behind_proxy: bool) -> None:
     app.session_interface = HttpsOnlyWhenSecure()
     app.after_request(add_headers)
     app.jinja_env.globals["csp_nonce"] = csp_nonce
+
+
+def server_paths(settings: Settings) -> list[tuple[str, str]]:
+    """The server's own folders as they may appear in messages, and the setting naming each.
+
+    Longest first, so that a log folder inside the data folder is named as the log folder.
+    Relative paths are only matched once resolved: "data" alone is a common word.
+    """
+    named: dict[str, Path | None] = {
+        "MICROFETCH_CSV": settings.csv_path, "MICROFETCH_DATA_DIR": settings.data_dir,
+        "MICROFETCH_LOG_DIR": settings.log_dir, "MICROFETCH_HISTORY": settings.history_path,
+        "MICROFETCH_PIPELINE_DIR": settings.pipeline_dir,
+    }
+    pairs = set()
+    for name, path in named.items():
+        if path is None:
+            continue
+        for form in {path, path.resolve()}:
+            if form.is_absolute() and len(form.parts) > 1:
+                pairs.add((str(form), "$" + name))
+    return sorted(pairs, key=lambda pair: -len(pair[0]))
+
+
+def redact(text: str, paths: list[tuple[str, str]]) -> str:
+    """``text`` with each server folder replaced by the name of its setting."""
+    for path, name in paths:
+        text = text.replace(path, name)
+    return text
+
+
+def redact_state(state: dict[str, Any], paths: list[tuple[str, str]]) -> dict[str, Any]:
+    """A taxon's state for anonymous eyes: its free-text fields without server paths."""
+    return state | {key: redact(state[key], paths) for key in ("needs_attention", "last_error")
+                    if isinstance(state.get(key), str)}

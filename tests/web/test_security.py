@@ -132,3 +132,18 @@ def test_a_form_without_its_fields_is_400_and_changes_nothing(site):
                                 data={"csrf": csrf, "action": "priority", "priority": "10**9"})
     assert "priority must be a whole number" in too_high.get_data(as_text=True)
     assert site.registry.path.read_bytes() == before
+
+
+def test_server_paths_in_messages_and_logs_are_named_by_their_setting_for_anonymous_eyes(site):
+    data = site.settings.data_dir.resolve()
+    site.registry.update(562, needs_attention=f"disk full writing {data}/genomes/562")
+    log = site.settings.log_dir / "562.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_text(f"2026-11-23 rsync into {data}/genomes/562 failed\n")
+    answers = [site.client.get(path).get_data(as_text=True)
+               for path in ("/api/taxa", "/api/taxa/562", "/", "/taxa/562")]
+    for text in answers:
+        assert str(data) not in text
+        assert "$MICROFETCH_DATA_DIR/genomes/562" in text
+    sign_in(site.client)  # the admin sees where to look
+    assert f"{data}/genomes/562" in site.client.get("/taxa/562").get_data(as_text=True)
