@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from backend.accessions import AccessionList, Exclusion, Run, RunStatus
 from backend.timeutil import utc_now
@@ -109,3 +110,25 @@ def test_schemathesis_finds_no_failure_against_the_live_app(site, tmp_path):
     assert result.returncode == 0, result.stdout[-8000:] + result.stderr[-2000:]
     # Every operation but GET /openapi.json, which schemathesis leaves out as the schema's own.
     assert re.search(r"Operations: +15 selected / 15 total", result.stdout), result.stdout
+
+
+DONE = {"status": "done", "runs_ok": 1, "runs_failed": 0, "bytes": 100,
+        "finished_at": "2026-11-23T10:15:00Z"}
+
+
+@pytest.mark.parametrize("body", [
+    DONE, DONE | {"status": "failed"}, DONE | {"note": "extra keys are allowed"},
+    DONE | {"status": "finished"}, DONE | {"runs_ok": -1}, DONE | {"bytes": "100"},
+    DONE | {"bytes": True}, DONE | {"runs_failed": 1.5}, DONE | {"finished_at": "yesterday"},
+    {k: v for k, v in DONE.items() if k != "bytes"},
+])
+def test_the_documented_callback_body_is_the_one_callbacks_py_accepts(body):
+    from web.callbacks import body_problem
+    from web.schemas import WorkerDone
+
+    try:
+        WorkerDone.model_validate(body)
+        documented = True
+    except ValidationError:
+        documented = False
+    assert documented == (body_problem(body) == ""), body
