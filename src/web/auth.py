@@ -15,6 +15,9 @@ from typing import Any
 from flask import current_app, jsonify, request, session
 from flask.typing import ResponseReturnValue
 
+from web.schemas import Error
+from web.security import CHALLENGE
+
 DISABLED = "admin actions are disabled: set MICROFETCH_ADMIN_TOKEN to enable them"
 
 
@@ -40,11 +43,11 @@ def api_admin(view: Callable[..., ResponseReturnValue]) -> Callable[..., Respons
     @functools.wraps(view)
     def wrapped(*args: Any, **kwargs: Any) -> ResponseReturnValue:
         if not admin_token():
-            return jsonify(error=DISABLED), 403
+            return jsonify(Error(error=DISABLED).model_dump()), 403
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
         if scheme != "Bearer" or not token_matches(token):
-            return (jsonify(error="missing or wrong admin bearer token"), 401,
-                    {"WWW-Authenticate": 'Bearer realm="microfetch"'})
+            return (jsonify(Error(error="missing or wrong admin bearer token").model_dump()),
+                    401, {"WWW-Authenticate": CHALLENGE})
         return view(*args, **kwargs)
 
     return wrapped

@@ -2,7 +2,7 @@
 
 The views validate input with these models and ``web.openapi`` builds ``/openapi.json`` from
 them, so the document cannot promise what the code does not check. Request models are strict
-(``true`` is not 1, ``1e23`` is not a whole number, ``"562"`` is not an id) and forbid unknown
+(``true`` is not 1, ``"562"`` is not an id, ``1e23`` is out of every bound) and forbid unknown
 keys, so a typo in a client is an answer, not a silently ignored field.
 """
 
@@ -37,15 +37,19 @@ Priority = Annotated[int, Field(ge=-PRIORITY_LIMIT, le=PRIORITY_LIMIT,
 Time = Annotated[str, Field(description="UTC, like 2026-11-23T10:15:00Z; empty for never.")]
 
 
-class Request(BaseModel):
+class RequestBody(BaseModel):
+    """What a client sends: strict, and no key the contract does not name."""
+
     model_config = ConfigDict(strict=True, extra="forbid")
 
 
-class Response(BaseModel):
+class ResponseBody(BaseModel):
+    """What the app answers: exactly these keys, so the document is the whole truth."""
+
     model_config = ConfigDict(extra="forbid")
 
 
-class AddTaxa(Request):
+class AddTaxa(RequestBody):
     """``POST /api/taxa``. Each id is checked on its own and answered in ``results``."""
 
     taxonomy_ids: list[TaxonId] = Field(min_length=1, max_length=MAX_IDS,
@@ -53,18 +57,18 @@ class AddTaxa(Request):
     priority: Priority = 0
 
 
-class SetPriority(Request):
+class SetPriority(RequestBody):
     priority: Priority
 
 
-class Error(Response):
+class Error(ResponseBody):
     """Every refusal: what is wrong, and for a malformed body each problem with its place."""
 
     error: str
     problems: list[str] = Field(default_factory=list)
 
 
-class Outcome(Response):
+class Outcome(ResponseBody):
     """What happened to one given id."""
 
     given: str
@@ -74,12 +78,12 @@ class Outcome(Response):
     scientific_name: str
 
 
-class AddTaxaAnswer(Response):
+class AddTaxaAnswer(ResponseBody):
     results: list[Outcome]
     summary: str
 
 
-class AddTaxaRefused(Response):
+class AddTaxaRefused(ResponseBody):
     """Every id was rejected: nothing changed (a 422, so a client's error path sees it)."""
 
     error: str
@@ -87,7 +91,7 @@ class AddTaxaRefused(Response):
     summary: str
 
 
-class RunCounts(Response):
+class RunCounts(ResponseBody):
     wanted: int
     fetched: int
     pending: int
@@ -96,7 +100,7 @@ class RunCounts(Response):
     excluded: int
 
 
-class Worker(Response):
+class Worker(ResponseBody):
     name: str
     backend: str
     address: str
@@ -106,7 +110,7 @@ class Worker(Response):
     created_at: Time
 
 
-class TaxonState(Response):
+class TaxonState(ResponseBody):
     """One taxon as ``GET /api/taxa/{taxon}`` shows it (like pacifica-ingest's get_state)."""
 
     taxonomy_id: int
@@ -126,26 +130,26 @@ class TaxonState(Response):
     workers: list[Worker]
 
 
-class TaxaList(Response):
+class TaxaList(ResponseBody):
     taxa: list[TaxonState]
 
 
-class AttentionCleared(Response):
+class AttentionCleared(ResponseBody):
     taxonomy_id: int
     needs_attention: Literal[""]
 
 
-class PrioritySet(Response):
+class PrioritySet(ResponseBody):
     taxonomy_id: int
     priority: int
 
 
-class Retried(Response):
+class Retried(ResponseBody):
     taxonomy_id: int
     pending_again: int = Field(ge=0)
 
 
-class Health(Response):
+class Health(ResponseBody):
     status: Literal["ok", "unhealthy"]
     problems: list[str]
     scheduler_running: bool
@@ -167,22 +171,22 @@ class WorkerDone(BaseModel):
                              examples=["2026-11-23T10:15:00Z"])
 
 
-class CallbackAccepted(Response):
+class CallbackAccepted(ResponseBody):
     worker: str
     accepted: Literal[True]
 
 
-class LoginForm(Request):
+class LoginForm(RequestBody):
     token: str
     next: str = Field("/", description="Where to go back to: a path on this site.")
 
 
-class AddTaxaForm(Request):
+class AddTaxaForm(RequestBody):
     csrf: str
     ids: str = Field(description="Taxonomy ids separated by spaces or commas.")
 
 
-class TaxonActionForm(Request):
+class TaxonActionForm(RequestBody):
     csrf: str
     action: Literal["clear", "priority", "retry"]
     priority: str = ""
