@@ -316,6 +316,10 @@ class Settings:
         "MICROFETCH_ADMIN_TOKEN", "", _text,
         "Token for admin actions in the web app; when empty they are disabled.",
     )
+    behind_proxy: bool = _setting(
+        "MICROFETCH_BEHIND_PROXY", False, _bool,
+        "Trust one TLS reverse proxy's X-Forwarded-* headers (HTTPS cookies, client address).",
+    )
     alert_webhook: str = _setting(
         "MICROFETCH_ALERT_WEBHOOK", "", _optional_url,
         "Slack-compatible webhook told when a taxon needs attention.",

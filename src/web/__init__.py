@@ -9,6 +9,7 @@ from flask import Flask
 from backend.metrics import DaemonStatus
 from backend.settings import Settings, load_settings
 from web.auth import session_secret
+from web.security import secure
 
 
 def create_app(settings: Settings | None = None, *, daemon: DaemonStatus | None = None,
@@ -21,6 +22,7 @@ def create_app(settings: Settings | None = None, *, daemon: DaemonStatus | None 
                       SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Strict")
     app.config["MICROFETCH_DAEMON"] = daemon or DaemonStatus()
     app.config["MICROFETCH_ON_CALLBACK"] = on_callback or (lambda name: None)
+    secure(app, behind_proxy=settings.behind_proxy)
 
     from web import api, callbacks, health, pages
 

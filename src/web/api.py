@@ -1,21 +1,46 @@
-"""The JSON API: taxa state, admin actions, and the OpenAPI document."""
+"""The JSON API: taxa state and admin actions, validated against ``web.schemas``.
+
+Order of checks in an admin view: the token (401/403), then the path and body (400), then
+the registry (404). A refused request changes nothing.
+"""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
+from typing import TypeVar
 
 from flask import Blueprint, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
+from pydantic import BaseModel, ValidationError
 
-from backend.add_taxa import add_taxa, summary
+from backend.add_taxa import Outcome, add_taxa, summary
 from backend.errors import UnknownTaxonError
-from backend.registry import Registry, parse_taxon_id
+from backend.registry import MAX_TAXON_ID, Registry
 from backend.settings import Settings
 from backend.workers import WorkerStore
+from web import schemas
 from web.auth import api_admin
+from web.security import redact_state, server_paths
 from web.views_data import all_states, taxon_state
 
 bp = Blueprint("api", __name__, url_prefix="/api")
+Model = TypeVar("Model", bound=BaseModel)
+DIGITS = re.compile(r"[0-9]{1,10}")
+
+
+class Invalid(Exception):
+    """A request that is not the contract's; answered 400 with each problem."""
+
+    def __init__(self, error: str, problems: list[str] | None = None) -> None:
+        super().__init__(error)
+        self.error = error
+        self.problems = problems or []
+
+
+@bp.errorhandler(Invalid)
+def invalid(exc: Invalid) -> ResponseReturnValue:
+    return jsonify(schemas.Error(error=exc.error, problems=exc.problems).model_dump()), 400
 
 
 def settings() -> Settings:
@@ -32,80 +57,112 @@ def lookup() -> Callable[[int], str] | None:
 
 
 def parse_id(text: str) -> int | None:
-    try:
-        return parse_taxon_id(text)
-    except ValueError:
+    """A path's taxonomy id: ASCII digits only (no sign, no spaces), 1 to MAX_TAXON_ID."""
+    if not DIGITS.fullmatch(text):
         return None
+    value = int(text)
+    return value if 1 <= value <= MAX_TAXON_ID else None
+
+
+def path_id(text: str) -> int:
+    taxon_id = parse_id(text)
+    if taxon_id is None:
+        raise Invalid("the path's taxon is not a taxonomy id",
+                      [f"taxon: a whole number from 1 to {MAX_TAXON_ID}"])
+    return taxon_id
+
+
+def problems_of(exc: ValidationError) -> list[str]:
+    """Each problem with its place, without echoing the value sent (it may be huge)."""
+    return [f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}"
+            for e in exc.errors(include_url=False, include_input=False)]
+
+
+def json_body(model: type[Model]) -> Model:
+    if not request.is_json:
+        raise Invalid("send a JSON body with Content-Type: application/json")
+    try:
+        return model.model_validate_json(request.get_data())
+    except ValidationError as exc:
+        raise Invalid(f"the body is not a {model.__name__} (see /openapi.json)",
+                      problems_of(exc)) from exc
+
+
+def not_in_registry(taxon_id: int) -> ResponseReturnValue:
+    # UnknownTaxonError's text names the registry's path: not for anonymous callers.
+    message = f"taxon {taxon_id} is not in the registry; add it first"
+    return jsonify(schemas.Error(error=message).model_dump()), 404
 
 
 @bp.get("/taxa")
 def list_taxa() -> ResponseReturnValue:
-    return jsonify(taxa=all_states(settings()))
+    paths = server_paths(settings())
+    return jsonify(taxa=[redact_state(state, paths) for state in all_states(settings())])
 
 
 @bp.get("/taxa/<taxon>")
 def get_taxon(taxon: str) -> ResponseReturnValue:
-    taxon_id = parse_id(taxon)
-    if taxon_id is None:
-        return jsonify(error=f"{taxon!r} is not a taxonomy id (a positive whole number)"), 400
+    taxon_id = path_id(taxon)
     registry = Registry.from_settings(settings())
     try:
         row = registry.get(taxon_id)
-    except UnknownTaxonError as exc:
-        return jsonify(error=str(exc)), 404
+    except UnknownTaxonError:
+        return not_in_registry(taxon_id)
     history = registry.history(taxon_id, limit=1)
-    return jsonify(taxon_state(settings(), row, history[-1]["time"] if history else "",
-                               WorkerStore.of(settings()).live()))
+    state = taxon_state(settings(), row, history[-1]["time"] if history else "",
+                        WorkerStore.of(settings()).live())
+    return jsonify(redact_state(state, server_paths(settings())))
 
 
 @bp.post("/taxa")
 @api_admin
 def post_taxa() -> ResponseReturnValue:
-    body = request.get_json(silent=True)
-    ids = body.get("taxonomy_ids") if isinstance(body, dict) else None
-    priority = body.get("priority", 0) if isinstance(body, dict) else 0
-    if not isinstance(ids, list) or not ids or not isinstance(priority, int):
-        return jsonify(error='send {"taxonomy_ids": [562, 1280]} (and optionally '
-                             '"priority": N)'), 400
-    outcomes = add_taxa(Registry.from_settings(settings()), [str(i) for i in ids],
-                        priority=priority, lookup=lookup(), actor="web:admin")
-    return jsonify(results=[o.to_json() for o in outcomes], summary=summary(outcomes))
+    body = json_body(schemas.AddTaxa)  # every id's form, before any look-up or write
+    outcomes = add_taxa(Registry.from_settings(settings()), [str(i) for i in body.taxonomy_ids],
+                        priority=body.priority, lookup=lookup(), actor="web:admin")
+    return answer_outcomes(outcomes)
 
 
-def _admin_change(taxon: str, change: Callable[[Registry, int], dict]) -> ResponseReturnValue:
-    taxon_id = parse_id(taxon)
-    if taxon_id is None:
-        return jsonify(error=f"{taxon!r} is not a taxonomy id"), 400
+def answer_outcomes(outcomes: list[Outcome]) -> ResponseReturnValue:
+    results = [schemas.Outcome.model_validate(o.to_json()) for o in outcomes]
+    if all(o.result == "rejected" for o in outcomes):
+        refused = schemas.AddTaxaRefused(error="every id was rejected; nothing changed",
+                                         results=results, summary=summary(outcomes))
+        return jsonify(refused.model_dump()), 422
+    return jsonify(schemas.AddTaxaAnswer(results=results, summary=summary(outcomes))
+                   .model_dump())
+
+
+def _admin_change(taxon_id: int, change: Callable[[Registry, int], BaseModel]
+                  ) -> ResponseReturnValue:
     registry = Registry.from_settings(settings())
     try:
-        return jsonify(change(registry, taxon_id))
-    except UnknownTaxonError as exc:
-        return jsonify(error=str(exc)), 404
+        return jsonify(change(registry, taxon_id).model_dump())
+    except UnknownTaxonError:
+        return not_in_registry(taxon_id)
 
 
 @bp.post("/taxa/<taxon>/clear-attention")
 @api_admin
 def clear_attention(taxon: str) -> ResponseReturnValue:
-    def change(registry: Registry, taxon_id: int) -> dict:
+    def change(registry: Registry, taxon_id: int) -> BaseModel:
         registry.update(taxon_id, "web:admin", needs_attention="")
-        return {"taxonomy_id": taxon_id, "needs_attention": ""}
+        return schemas.AttentionCleared(taxonomy_id=taxon_id, needs_attention="")
 
-    return _admin_change(taxon, change)
+    return _admin_change(path_id(taxon), change)
 
 
 @bp.post("/taxa/<taxon>/priority")
 @api_admin
 def set_priority(taxon: str) -> ResponseReturnValue:
-    body = request.get_json(silent=True)
-    priority = body.get("priority") if isinstance(body, dict) else None
-    if not isinstance(priority, int) or isinstance(priority, bool):
-        return jsonify(error='send {"priority": N} with a whole number N'), 400
+    taxon_id = path_id(taxon)
+    priority = json_body(schemas.SetPriority).priority
 
-    def change(registry: Registry, taxon_id: int) -> dict:
+    def change(registry: Registry, taxon_id: int) -> BaseModel:
         registry.update(taxon_id, "web:admin", priority=priority)
-        return {"taxonomy_id": taxon_id, "priority": priority}
+        return schemas.PrioritySet(taxonomy_id=taxon_id, priority=priority)
 
-    return _admin_change(taxon, change)
+    return _admin_change(taxon_id, change)
 
 
 @bp.post("/taxa/<taxon>/retry")
@@ -113,8 +170,8 @@ def set_priority(taxon: str) -> ResponseReturnValue:
 def retry(taxon: str) -> ResponseReturnValue:
     from backend.collect import retry_runs
 
-    def change(registry: Registry, taxon_id: int) -> dict:
-        return {"taxonomy_id": taxon_id,
-                "pending_again": retry_runs(settings(), taxon_id, "web:admin")}
+    def change(registry: Registry, taxon_id: int) -> BaseModel:
+        return schemas.Retried(taxonomy_id=taxon_id,
+                               pending_again=retry_runs(settings(), taxon_id, "web:admin"))
 
-    return _admin_change(taxon, change)
+    return _admin_change(path_id(taxon), change)

@@ -15,6 +15,9 @@ from typing import Any
 from flask import current_app, jsonify, request, session
 from flask.typing import ResponseReturnValue
 
+from web.schemas import Error
+from web.security import CHALLENGE
+
 DISABLED = "admin actions are disabled: set MICROFETCH_ADMIN_TOKEN to enable them"
 
 
@@ -40,10 +43,11 @@ def api_admin(view: Callable[..., ResponseReturnValue]) -> Callable[..., Respons
     @functools.wraps(view)
     def wrapped(*args: Any, **kwargs: Any) -> ResponseReturnValue:
         if not admin_token():
-            return jsonify(error=DISABLED), 403
+            return jsonify(Error(error=DISABLED).model_dump()), 403
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
         if scheme != "Bearer" or not token_matches(token):
-            return jsonify(error="missing or wrong admin bearer token"), 401
+            return (jsonify(Error(error="missing or wrong admin bearer token").model_dump()),
+                    401, {"WWW-Authenticate": CHALLENGE})
         return view(*args, **kwargs)
 
     return wrapped
@@ -61,7 +65,13 @@ def page_admin_problem() -> str:
         return DISABLED
     if not session.get("admin"):
         return "sign in with the admin token first"
-    sent = request.form.get("csrf", "")
-    if not sent or not hmac.compare_digest(sent, session.get("csrf", "")):
+    if not csrf_matches(request.form.get("csrf", "")):
         return "the form's CSRF token is missing or stale: reload the page and try again"
     return ""
+
+
+def csrf_matches(sent: str) -> bool:
+    """Constant time, on bytes: compare_digest refuses non-ASCII str with a TypeError."""
+    expected = session.get("csrf", "")
+    return bool(sent) and isinstance(expected, str) and bool(expected) and \
+        hmac.compare_digest(sent.encode(), expected.encode())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, current_app, jsonify
 from flask.typing import ResponseReturnValue
+from loguru import logger
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from backend.errors import MicrofetchError
@@ -22,7 +23,9 @@ def healthz() -> ResponseReturnValue:
     try:
         taxa = len(Registry.from_settings(settings).load())
     except (MicrofetchError, OSError) as exc:
-        problems.append(f"the registry is not readable: {exc}")
+        # The detail names server paths: it goes to the log, not to anonymous callers.
+        logger.warning("healthz: the registry is not readable: {}", exc)
+        problems.append("the registry is not readable (the daemon's log says why)")
         taxa = None
     body = {
         "status": "ok" if not problems else "unhealthy", "problems": problems,

@@ -1,91 +1,200 @@
-"""The OpenAPI description of the web app; a test checks it against the routes."""
+"""``/openapi.json``, built from the models in ``web.schemas`` and the table of operations below.
+
+Every operation names its ``operationId``, each status its view can answer with that answer's
+body, its typed path parameters and its request body (JSON or form). A test checks the table
+against the app's routes and schemathesis checks the live app against the document.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from functools import cache
 from typing import Any
 
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
 from backend import __version__
+from backend.registry import MAX_TAXON_ID
+from web import schemas
 
-
-def _op(summary: str, responses: dict[str, str], admin: bool = False,
-        body: dict[str, Any] | None = None, params: list[str] | None = None) -> dict[str, Any]:
-    operation: dict[str, Any] = {
-        "summary": summary,
-        "responses": {code: {"description": text} for code, text in responses.items()},
-    }
-    if admin:
-        operation["security"] = [{"adminToken": []}]
-    if body:
-        operation["requestBody"] = {"required": True,
-                                    "content": {"application/json": {"schema": body}}}
-    if params:
-        operation["parameters"] = [{"name": p, "in": "path", "required": True,
-                                    "schema": {"type": "string"}} for p in params]
-    return operation
-
-
-DONE_BODY = {"type": "object", "required": ["status", "runs_ok", "runs_failed", "bytes",
-                                             "finished_at"],
-             "properties": {"status": {"enum": ["done", "failed"]},
-                            "runs_ok": {"type": "integer", "minimum": 0},
-                            "runs_failed": {"type": "integer", "minimum": 0},
-                            "bytes": {"type": "integer", "minimum": 0},
-                            "finished_at": {"type": "string", "example": "2026-11-23T10:15:00Z"}}}
-ADMIN = {"401": "missing or wrong admin bearer token", "403": "admin actions are disabled"}
-TAXON = ["taxon"]
-
-OPENAPI: dict[str, Any] = {
-    "openapi": "3.0.3",
-    "info": {"title": "microfetch", "version": __version__,
-             "description": "Worker callbacks, taxa state and admin actions."},
-    "components": {"securitySchemes": {
-        "adminToken": {"type": "http", "scheme": "bearer",
-                       "description": "MICROFETCH_ADMIN_TOKEN"},
-        "workerToken": {"type": "http", "scheme": "bearer",
-                        "description": "the worker's own callback token"}}},
-    "paths": {
-        "/api/workers/{name}/callback": {"post": _op(
-            "A worker reports that its chunk is finished (the JSON of DONE.json)",
-            {"200": "accepted (also when repeated)", "400": "body is not DONE.json's JSON",
-             "401": "missing or wrong worker token", "404": "no such worker"},
-            body=DONE_BODY, params=["name"]) | {"security": [{"workerToken": []}]}},
-        "/api/taxa": {
-            "get": _op("Every taxon's state", {"200": "the taxa"}),
-            "post": _op("Add taxa, answered per id like add_taxa.py",
-                        {"200": "one result per id", "400": "bad body"} | ADMIN, admin=True,
-                        body={"type": "object", "required": ["taxonomy_ids"],
-                              "properties": {"taxonomy_ids": {"type": "array",
-                                                              "items": {"type": "integer"}},
-                                             "priority": {"type": "integer"}}}),
-        },
-        "/api/taxa/{taxon}": {"get": _op(
-            "One taxon's state, stage, progress percent, last error, updated",
-            {"200": "the taxon", "400": "not a taxonomy id", "404": "not in the registry"},
-            params=TAXON)},
-        "/api/taxa/{taxon}/clear-attention": {"post": _op(
-            "Clear needs_attention", {"200": "cleared", "404": "not in the registry"} | ADMIN,
-            admin=True, params=TAXON)},
-        "/api/taxa/{taxon}/priority": {"post": _op(
-            "Change the priority", {"200": "changed", "400": "bad body"} | ADMIN, admin=True,
-            body={"type": "object", "properties": {"priority": {"type": "integer"}}},
-            params=TAXON)},
-        "/api/taxa/{taxon}/retry": {"post": _op(
-            "Failed runs back to pending", {"200": "how many", "404": "not in the registry"}
-            | ADMIN, admin=True, params=TAXON)},
-        "/openapi.json": {"get": _op("This document", {"200": "OpenAPI 3"})},
-        "/healthz": {"get": _op("Scheduler running, heartbeat recent, registry readable",
-                                {"200": "healthy", "503": "unhealthy, with the problems"})},
-        "/metrics": {"get": _op("Prometheus text format", {"200": "metrics"})},
-        "/": {"get": _op("The dashboard (HTML)", {"200": "page"})},
-        "/taxa/{taxon}": {"get": _op("A taxon's page (HTML)", {"200": "page", "404": "unknown"},
-                                     params=TAXON)},
-        "/admin/login": {"post": _op("Sign in to the pages with the admin token (form)",
-                                     {"302": "back to the page"})},
-        "/admin/logout": {"post": _op("Sign out of the pages (form)", {"302": "back"})},
-        "/taxa": {"post": _op("Add taxa from the dashboard form (CSRF)",
-                              {"302": "back", "403": "not signed in or bad CSRF token"})},
-        "/taxa/{taxon}/action": {"post": _op(
-            "clear / priority / retry from the taxon page form (CSRF)",
-            {"302": "back", "403": "not signed in or bad CSRF token"}, params=TAXON)},
-    },
+#: A response's body: a model (JSON), a media type (text), or None (no body).
+Body = type[BaseModel] | str | None
+REF = "#/components/schemas/{model}"
+PATH_PARAMS: dict[str, dict[str, Any]] = {
+    "taxon": {"type": "integer", "minimum": 1, "maximum": MAX_TAXON_ID,
+              "description": "An NCBI taxonomy id, e.g. 562"},
+    "name": {"type": "string", "pattern": "^mf-[0-9]+-[0-9]+-[0-9a-f]{6}$",
+             "description": "The worker's name, e.g. mf-562-0-1a2b3c"},
 }
+CHALLENGE = {"WWW-Authenticate": {"description": "Bearer realm=\"microfetch\"",
+                                  "required": True, "schema": {"type": "string"}}}
+BACK = {"Location": {"description": "a page of this site", "required": True,
+                     "schema": {"type": "string"}}}
+
+
+@dataclass(frozen=True)
+class Reply:
+    description: str
+    body: Body = None
+    headers: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Operation:
+    path: str
+    method: str
+    operation_id: str
+    summary: str
+    replies: dict[int, Reply]
+    tag: str = "api"
+    json_body: type[BaseModel] | None = None
+    form_body: type[BaseModel] | None = None
+    security: str = ""
+
+
+BAD = Reply("the request is not the contract's: each problem named", schemas.Error)
+ADMIN = {401: Reply("missing or wrong admin bearer token", schemas.Error, CHALLENGE),
+         403: Reply("admin actions are disabled (no MICROFETCH_ADMIN_TOKEN)", schemas.Error)}
+UNKNOWN = Reply("the taxon is not in the registry", schemas.Error)
+PAGE = Reply("the page", "text/html")
+REFUSED_PAGE = Reply("not signed in, or the form's CSRF token is missing or stale", "text/html")
+BAD_FORM = Reply("the form lacks a field or has a wrong value", "text/html")
+
+OPERATIONS: tuple[Operation, ...] = (
+    Operation("/api/workers/{name}/callback", "post", "workerCallback",
+              "A worker reports that its chunk is finished (the JSON of DONE.json)",
+              {200: Reply("accepted (also when repeated)", schemas.CallbackAccepted),
+               400: Reply("the body is not DONE.json's JSON", schemas.Error),
+               401: Reply("missing or wrong worker token", schemas.Error, CHALLENGE),
+               404: Reply("no such worker", schemas.Error)},
+              tag="workers", json_body=schemas.WorkerDone, security="workerToken"),
+    Operation("/api/taxa", "get", "listTaxa", "Every taxon's state",
+              {200: Reply("the taxa", schemas.TaxaList)}),
+    Operation("/api/taxa", "post", "addTaxa",
+              "Add taxa: every id's form is checked first, then each is answered on its own",
+              {200: Reply("one result per id; at least one added or present",
+                          schemas.AddTaxaAnswer),
+               400: BAD, **ADMIN,
+               422: Reply("every id was rejected (e.g. unknown to ENA): nothing changed",
+                          schemas.AddTaxaRefused)},
+              json_body=schemas.AddTaxa, security="adminToken"),
+    Operation("/api/taxa/{taxon}", "get", "getTaxon",
+              "One taxon's state, stage, progress percent, last error, updated",
+              {200: Reply("the taxon", schemas.TaxonState), 400: BAD, 404: UNKNOWN}),
+    Operation("/api/taxa/{taxon}/clear-attention", "post", "clearAttention",
+              "Clear needs_attention",
+              {200: Reply("cleared", schemas.AttentionCleared), 400: BAD, **ADMIN,
+               404: UNKNOWN}, security="adminToken"),
+    Operation("/api/taxa/{taxon}/priority", "post", "setPriority", "Change the priority",
+              {200: Reply("changed", schemas.PrioritySet), 400: BAD, **ADMIN, 404: UNKNOWN},
+              json_body=schemas.SetPriority, security="adminToken"),
+    Operation("/api/taxa/{taxon}/retry", "post", "retryFailedRuns",
+              "Failed runs back to pending",
+              {200: Reply("how many runs are pending again", schemas.Retried), 400: BAD,
+               **ADMIN, 404: UNKNOWN}, security="adminToken"),
+    Operation("/openapi.json", "get", "openapi", "This document",
+              {200: Reply("OpenAPI 3.1", "application/json")}, tag="service"),
+    Operation("/healthz", "get", "health",
+              "Scheduler running, heartbeat recent, registry readable",
+              {200: Reply("healthy", schemas.Health),
+               503: Reply("unhealthy, with the problems", schemas.Health)}, tag="service"),
+    Operation("/metrics", "get", "metrics", "Prometheus text format",
+              {200: Reply("the metrics (see docs/src/web.md)", "text/plain")}, tag="service"),
+    Operation("/", "get", "dashboardPage", "The dashboard", {200: PAGE}, tag="pages"),
+    Operation("/taxa/{taxon}", "get", "taxonPage", "A taxon's page",
+              {200: PAGE, 404: Reply("not a taxonomy id, or not in the registry",
+                                     "text/html")}, tag="pages"),
+    Operation("/admin/login", "post", "signIn",
+              "Sign in to the pages with the admin token; back to `next` (a local path)",
+              {302: Reply("back to the page", None, BACK), 400: BAD_FORM}, tag="pages",
+              form_body=schemas.LoginForm),
+    Operation("/admin/logout", "post", "signOut", "Sign out of the pages",
+              {302: Reply("back to the dashboard", None, BACK)}, tag="pages"),
+    Operation("/taxa", "post", "addTaxaForm", "Add taxa from the dashboard's form",
+              {302: Reply("back to the dashboard", None, BACK), 400: BAD_FORM,
+               403: REFUSED_PAGE}, tag="pages", form_body=schemas.AddTaxaForm),
+    Operation("/taxa/{taxon}/action", "post", "taxonActionForm",
+              "clear / priority / retry from the taxon page's form",
+              {302: Reply("back to the taxon page", None, BACK), 400: BAD_FORM,
+               403: REFUSED_PAGE, 404: Reply("no such taxon", "text/html")},
+              tag="pages", form_body=schemas.TaxonActionForm),
+)
+
+
+def _content(body: Body) -> dict[str, Any] | None:
+    if body is None:
+        return None
+    if isinstance(body, str):
+        schema: dict[str, Any] = {"type": "object"} if body == "application/json" \
+            else {"type": "string"}
+        return {body: {"schema": schema}}
+    return {"application/json": {"schema": {"$ref": REF.format(model=body.__name__)}}}
+
+
+def _response(reply: Reply) -> dict[str, Any]:
+    answer: dict[str, Any] = {"description": reply.description}
+    content = _content(reply.body)
+    if content:
+        answer["content"] = content
+    if reply.headers:
+        answer["headers"] = reply.headers
+    return answer
+
+
+def _operation(op: Operation) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "operationId": op.operation_id, "summary": op.summary, "tags": [op.tag],
+        "responses": {str(code): _response(reply) for code, reply in op.replies.items()},
+    }
+    params = [name for name in PATH_PARAMS if "{" + name + "}" in op.path]
+    if params:
+        doc["parameters"] = [{"name": name, "in": "path", "required": True,
+                              "schema": PATH_PARAMS[name]} for name in params]
+    if op.json_body or op.form_body:
+        media = "application/json" if op.json_body else "application/x-www-form-urlencoded"
+        model = op.json_body or op.form_body
+        assert model is not None
+        doc["requestBody"] = {"required": True, "content": {
+            media: {"schema": {"$ref": REF.format(model=model.__name__)}}}}
+    doc["security"] = [{op.security: []}] if op.security else []
+    return doc
+
+
+def _models() -> list[type[BaseModel]]:
+    found: dict[str, type[BaseModel]] = {}
+    for op in OPERATIONS:
+        bodies = [op.json_body, op.form_body, *(r.body for r in op.replies.values())]
+        for body in bodies:
+            if isinstance(body, type) and issubclass(body, BaseModel):
+                found[body.__name__] = body
+    return list(found.values())
+
+
+@cache
+def document() -> dict[str, Any]:
+    """The OpenAPI 3.1 document (built once: it depends on nothing at run time)."""
+    models = _models()
+    # Request models in "validation" mode (what is accepted), answers in "serialization" mode.
+    requests = {op.json_body or op.form_body for op in OPERATIONS}
+    _, definitions = models_json_schema(
+        [(m, "validation" if m in requests else "serialization") for m in models],
+        ref_template=REF)
+    paths: dict[str, dict[str, Any]] = {}
+    for op in OPERATIONS:
+        paths.setdefault(op.path, {})[op.method] = _operation(op)
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "microfetch", "version": __version__,
+                 "description": "Worker callbacks, taxa state and admin actions."},
+        "tags": [{"name": "api"}, {"name": "workers"}, {"name": "service"},
+                 {"name": "pages", "description": "HTML pages and their forms"}],
+        "components": {
+            "schemas": definitions["$defs"],
+            "securitySchemes": {
+                "adminToken": {"type": "http", "scheme": "bearer",
+                               "description": "MICROFETCH_ADMIN_TOKEN"},
+                "workerToken": {"type": "http", "scheme": "bearer",
+                                "description": "the worker's own callback token"}}},
+        "paths": paths,
+    }

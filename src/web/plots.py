@@ -17,7 +17,8 @@ def runs_over_time(series: dict[str, list[tuple[datetime, int]]], width: int = 7
     points = [t for steps in series.values() for t, _ in steps]
     if not points:
         return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="40" '
-                'role="img"><text x="8" y="24" font-size="13">No runs fetched yet.</text></svg>')
+                'role="img" aria-label="No runs fetched yet."><text x="8" y="24" '
+                'font-size="13">No runs fetched yet.</text></svg>')
     pad, legend = 40, 170
     start, end = min(points), max(points)
     span = max((end - start).total_seconds(), 1.0)

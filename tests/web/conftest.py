@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from waitress.server import create_server
 
 from backend.metrics import DaemonStatus
 from backend.registry import Registry, Stage, Status, Taxon
@@ -51,3 +55,16 @@ def site(tmp_path: Path) -> Site:
     app = create_app(settings, daemon=daemon, on_callback=woken.append)
     app.config["TESTING"] = True
     return Site(app, app.test_client(), settings, registry, store, daemon, woken)
+
+
+@contextmanager
+def serving(app: Flask) -> Iterator[str]:
+    """The app on a loopback port with waitress (as `microfetch serve` runs it); its base URL."""
+    server = create_server(app, host="127.0.0.1", port=0, threads=4)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.effective_port}"
+    finally:
+        server.close()
+        thread.join(timeout=10)

@@ -8,7 +8,7 @@ from backend.accessions import AccessionList, Exclusion, Run, RunStatus
 from backend.add_taxa import UnknownToEna
 from backend.timeutil import utc_now
 from web import create_app
-from web.openapi import OPENAPI
+from web.openapi import document
 
 from .conftest import ADMIN
 
@@ -46,7 +46,7 @@ def test_get_taxa_and_one_taxon_give_state_stage_and_progress(site):
 
 def test_adding_taxa_through_the_api_answers_per_id(site):
     site.app.config["MICROFETCH_LOOKUP"] = lookup
-    response = site.client.post("/api/taxa", json={"taxonomy_ids": [1280, 562, 999999, -5]},
+    response = site.client.post("/api/taxa", json={"taxonomy_ids": [1280, 562, 999999]},
                                 headers=admin(site))
     assert response.status_code == 200
     results = {r["given"]: r for r in response.get_json()["results"]}
@@ -54,10 +54,34 @@ def test_adding_taxa_through_the_api_answers_per_id(site):
     assert results["1280"]["scientific_name"] == "Staphylococcus aureus"
     assert results["562"]["result"] == "present"
     assert results["999999"]["result"] == "rejected"
-    assert results["-5"]["result"] == "rejected"
+    assert "ENA's taxonomy does not know 999999" in results["999999"]["detail"]
     assert {r.taxonomy_id for r in site.registry.load()} == {562, 1280}
     history = site.registry.history(1280)
     assert history[-1]["actor"] == "web:admin"
+
+
+def test_a_batch_with_a_malformed_id_is_refused_whole_before_any_look_up(site):
+    asked: list[int] = []
+    site.app.config["MICROFETCH_LOOKUP"] = lambda taxon: asked.append(taxon) or "x"
+    before = site.registry.path.read_bytes()
+    response = site.client.post("/api/taxa", json={"taxonomy_ids": [1280, -5]},
+                                headers=admin(site))
+    assert response.status_code == 400
+    assert response.get_json()["problems"] == [
+        "taxonomy_ids.1: Input should be greater than or equal to 1"]
+    assert asked == [] and site.registry.path.read_bytes() == before
+
+
+def test_a_batch_in_which_every_id_is_unknown_to_ena_is_422_and_changes_nothing(site):
+    site.app.config["MICROFETCH_LOOKUP"] = lookup
+    before = site.registry.path.read_bytes()
+    response = site.client.post("/api/taxa", json={"taxonomy_ids": [999999]},
+                                headers=admin(site))
+    assert response.status_code == 422
+    body = response.get_json()
+    assert body["results"][0]["result"] == "rejected"
+    assert body["summary"] == "0 added, 0 already present, 1 rejected"
+    assert site.registry.path.read_bytes() == before
 
 
 def test_admin_api_actions_need_the_token_and_change_nothing_without_it(site):
@@ -148,6 +172,11 @@ def test_the_openapi_document_describes_every_route_and_no_other(site):
             continue
         routes.setdefault(to_openapi(rule.rule), set()).update(
             m.lower() for m in rule.methods - {"HEAD", "OPTIONS"})
-    documented = {path: set(ops) for path, ops in OPENAPI["paths"].items()}
+    served = site.client.get("/openapi.json").get_json()
+    assert served == document()
+    documented = {path: set(ops) for path, ops in served["paths"].items()}
     assert routes == documented
-    assert site.client.get("/openapi.json").get_json()["openapi"].startswith("3.")
+    ids = [op["operationId"] for ops in served["paths"].values() for op in ops.values()]
+    assert len(ids) == len(set(ids)) == 16
+    taxon = served["paths"]["/api/taxa/{taxon}"]["get"]["parameters"][0]["schema"]
+    assert taxon["type"] == "integer" and taxon["minimum"] == 1

@@ -5,19 +5,19 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, sync_playwright
-from waitress.server import create_server
+from playwright.sync_api import Browser, Page, sync_playwright
 
+from backend.accessions import AccessionList, Run, RunStatus
+from backend.timeutil import utc_now
 from tests.conftest import cli_env
 from tests.loopback import free_port
 
-from .conftest import ADMIN
+from .conftest import ADMIN, serving
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -37,10 +37,8 @@ def browser() -> Iterator[Browser]:
 @pytest.fixture
 def served(site) -> Iterator[str]:
     site.app.config["MICROFETCH_LOOKUP"] = lambda taxon: {1280: "Staphylococcus aureus"}[taxon]
-    server = create_server(site.app, host="127.0.0.1", port=0, threads=4)
-    threading.Thread(target=server.run, daemon=True).start()
-    yield f"http://127.0.0.1:{server.effective_port}"
-    server.close()
+    with serving(site.app) as url:
+        yield url
 
 
 def test_an_admin_adds_a_taxon_through_the_form_and_sees_it_in_the_table(browser, served):
@@ -71,6 +69,85 @@ def test_without_the_admin_token_the_add_action_is_refused(browser, served, site
         return r.status; }""")
     assert status == 403
     assert 1280 not in {row.taxonomy_id for row in site.registry.load()}
+    page.close()
+
+
+AXE = Path(__file__).resolve().parent / "vendor" / "axe.min.js"
+
+
+def violations(page: Page) -> list[str]:
+    """axe-core's violations on the page, one line each: rule, impact and where."""
+    page.add_script_tag(path=str(AXE))
+    found = page.evaluate("""async () => {
+        const result = await axe.run(document, {resultTypes: ["violations"]});
+        return result.violations.map(v => `${v.id} (${v.impact}): ${v.help} at ` +
+            v.nodes.map(n => n.target.join(" ")).join(", "));
+    }""")
+    return list(found)
+
+
+def test_axe_finds_no_violation_on_the_dashboard_and_a_taxon_page_signed_in_or_out(
+        browser, served, site):
+    # axe is injected as a script of its own, which the pages' CSP rightly refuses.
+    page = browser.new_page(bypass_csp=True)
+    page.set_default_timeout(15_000)
+    found = {}
+    for signed_in in (False, True):
+        if signed_in:  # now with fetched runs (a plotted line) and a long log line
+            with_runs_and_log(site)
+            page.fill("#admin-token", ADMIN)
+            page.click("#sign-in")
+            page.wait_for_selector("#sign-out")
+        for path in ("/", "/taxa/562"):
+            page.goto(served + path)
+            found[(path, signed_in)] = violations(page)
+    page.close()
+    assert found == {key: [] for key in found}
+
+
+def with_runs_and_log(site) -> None:
+    with AccessionList.of(site.settings, 562).edit() as runs:
+        runs["ERR1000001"] = Run("ERR1000001", status=RunStatus.FETCHED, fastq_bytes=(10, 20),
+                                 fetched_at=utc_now())
+        runs["ERR1000002"] = Run("ERR1000002", fastq_bytes=(5,))
+    log = site.settings.log_dir / "562.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_text("2026-11-23 started worker mf-562-0-abcdef " + "x" * 400 + "\n")
+
+
+def test_the_pages_scripts_run_under_the_csp_and_nothing_is_refused(browser, served, site):
+    page = browser.new_page()
+    page.set_default_timeout(15_000)
+    refused: list[str] = []
+    page.on("console", lambda message: refused.append(message.text)
+            if "Content Security Policy" in message.text else None)
+    page.goto(served + "/")
+    site.registry.update(562, needs_attention="disk full")
+    # The dashboard's own (nonce-carrying) script refreshes the table from the API.
+    page.locator('tr[data-taxon="562"] td.attention', has_text="disk full").wait_for(
+        timeout=20_000)
+    page.goto(served + "/taxa/562")
+    page.close()
+    assert refused == []
+
+
+def test_an_admin_can_sign_in_and_act_with_the_keyboard_alone(browser, served, site):
+    page = browser.new_page()
+    page.set_default_timeout(15_000)
+    page.goto(served + "/taxa/562")
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.textContent") == "Skip to the content"
+    page.focus("#admin-token")
+    page.keyboard.type(ADMIN)
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#sign-out")
+    assert page.url == served + "/taxa/562"  # back where the admin signed in
+    page.focus("#priority")
+    page.keyboard.press("Control+A")
+    page.keyboard.type("7")
+    page.keyboard.press("Enter")
+    page.wait_for_selector("text=priority set to 7")
+    assert site.registry.get(562).priority == 7
     page.close()
 
 

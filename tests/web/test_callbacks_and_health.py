@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 from prometheus_client.parser import text_string_to_metric_families
 
+from backend.accessions import AccessionList, Exclusion, Run, RunStatus
 from backend.registry import Status
 from backend.timeutil import utc_now
 from backend.workers import Phase
@@ -91,16 +95,57 @@ def test_healthz_reports_an_unreadable_registry(site):
     assert "registry is not readable" in response.get_json()["problems"][0]
 
 
-def test_metrics_parse_and_count_taxa_workers_and_rejections(site):
+def scrape(site) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
+    """Every sample of /metrics by its name and its sorted labels."""
+    response = site.client.get("/metrics")
+    assert response.status_code == 200
+    samples: dict[str, dict[tuple[tuple[str, str], ...], float]] = {}
+    for family in text_string_to_metric_families(response.get_data(as_text=True)):
+        for sample in family.samples:
+            samples.setdefault(sample.name, {})[tuple(sorted(sample.labels.items()))] = \
+                sample.value
+    return samples
+
+
+def test_metrics_count_taxa_workers_runs_bytes_and_rejections(site):
+    with AccessionList.of(site.settings, 562).edit() as runs:
+        runs["ERR1000001"] = Run("ERR1000001", status=RunStatus.FETCHED, fastq_bytes=(10, 20),
+                                 fetched_at=utc_now())
+        runs["ERR1000002"] = Run("ERR1000002", fastq_bytes=(5,))
+        runs["ERR1000003"] = Run("ERR1000003")
+        runs["ERR1000003"].exclude(Exclusion.PLATFORM, "LS454 is not ILLUMINA")
     post(site, token="wrong")
-    text = site.client.get("/metrics").get_data(as_text=True)
-    families = {f.name: f for f in text_string_to_metric_families(text)}
-    taxa = {s.labels["status"]: s.value for s in families["microfetch_taxa"].samples}
-    assert taxa == {"in progress": 1}
-    workers = {s.labels["backend"]: s.value for s in families["microfetch_live_workers"].samples}
-    assert workers == {"local": 1}
-    rejected = {s.labels["reason"]: s.value
-                for s in families["microfetch_callback_rejections"].samples
-                if s.name.endswith("_total")}
-    assert rejected["bad_token"] >= 1
-    assert "microfetch_job_runs" in families and "microfetch_bytes_fetched" in families
+    metrics = scrape(site)
+    assert metrics["microfetch_taxa"][(("status", "in progress"),)] == 1
+    assert metrics["microfetch_live_workers"][(("backend", "local"),)] == 1
+    assert metrics["microfetch_callback_rejections_total"][(("reason", "bad_token"),)] >= 1
+    assert metrics["microfetch_taxon_runs"][(("status", "fetched"), ("taxonomy_id", "562"))] == 1
+    assert metrics["microfetch_taxon_runs"][(("status", "excluded"), ("taxonomy_id", "562"))] == 1
+    assert metrics["microfetch_runs"][(("status", "pending"),)] == 1
+    assert metrics["microfetch_taxon_fetched_bytes"][(("taxonomy_id", "562"),)] == 30
+    assert metrics["microfetch_taxon_wanted_bytes"][(("taxonomy_id", "562"),)] == 35
+    assert metrics["microfetch_fetched_bytes"][()] == 30
+    assert not [name for name in metrics if name.endswith("_created")]
+
+
+def test_with_nothing_live_every_gauge_and_counter_is_present_at_zero(site):
+    site.store.delete(WORKER)
+    metrics = scrape(site)
+    assert metrics["microfetch_live_workers"] == {
+        (("backend", b),): 0 for b in ("digitalocean", "local", "ssh")}
+    assert metrics["microfetch_taxa"][(("status", "error"),)] == 0
+    assert metrics["microfetch_job_failures_total"][(("job", "collector"),)] >= 0
+    assert {labels for labels in metrics["microfetch_callback_rejections_total"]} == {
+        (("reason", r),) for r in ("bad_body", "bad_token", "unknown_worker")}
+    assert metrics["microfetch_runs"][(("status", "fetched"),)] == 0
+
+
+def test_the_docs_list_every_metric_and_no_other(site):
+    page = (Path(__file__).resolve().parents[2] / "docs" / "src" / "web.md").read_text()
+    section = page[page.index("## Metrics"):page.index("## Upgrading")]
+    documented = set(re.findall(r"^\| `(microfetch_\w+)", section, flags=re.MULTILINE))
+    families = set()
+    for family in text_string_to_metric_families(site.client.get("/metrics").get_data(
+            as_text=True)):
+        families.add(family.name + ("_total" if family.type == "counter" else ""))
+    assert documented == families

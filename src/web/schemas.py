@@ -1,0 +1,192 @@
+"""The API's contract: every request and response body, declared once.
+
+The views validate input with these models and ``web.openapi`` builds ``/openapi.json`` from
+them, so the document cannot promise what the code does not check. Request models are strict
+(``true`` is not 1, ``"562"`` is not an id, ``1e23`` is out of every bound) and forbid unknown
+keys, so a typo in a client is an answer, not a silently ignored field.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+
+from backend.registry import MAX_TAXON_ID
+
+#: Priorities are bounded so that no client can push a taxon out of reach of every other.
+PRIORITY_LIMIT = 1_000_000
+#: One request adds at most this many ids (add_taxa.py takes files for more).
+MAX_IDS = 1000
+
+
+
+def whole_number(value: Any) -> Any:
+    """JSON Schema's ``integer``: a number with no fraction, so ``5.0`` is 5 (a client may write
+    it so) but ``true``, ``"5"`` and ``5.5`` are not; bounds then refuse ``1e23``."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+TaxonId = Annotated[int, Field(ge=1, le=MAX_TAXON_ID, examples=[562]),
+                    BeforeValidator(whole_number)]
+Priority = Annotated[int, Field(ge=-PRIORITY_LIMIT, le=PRIORITY_LIMIT,
+                                description="Higher is fetched first; default 0."),
+                     BeforeValidator(whole_number)]
+Time = Annotated[str, Field(description="UTC, like 2026-11-23T10:15:00Z; empty for never.")]
+
+
+class RequestBody(BaseModel):
+    """What a client sends: strict, and no key the contract does not name."""
+
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+
+class ResponseBody(BaseModel):
+    """What the app answers: exactly these keys, so the document is the whole truth."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class AddTaxa(RequestBody):
+    """``POST /api/taxa``. Each id is checked on its own and answered in ``results``."""
+
+    taxonomy_ids: list[TaxonId] = Field(min_length=1, max_length=MAX_IDS,
+                                        examples=[[562, 1280]])
+    priority: Priority = 0
+
+
+class SetPriority(RequestBody):
+    priority: Priority
+
+
+class Error(ResponseBody):
+    """Every refusal: what is wrong, and for a malformed body each problem with its place."""
+
+    error: str
+    problems: list[str] = Field(default_factory=list)
+
+
+class Outcome(ResponseBody):
+    """What happened to one given id."""
+
+    given: str
+    taxonomy_id: int | None
+    result: Literal["added", "present", "rejected"]
+    detail: str
+    scientific_name: str
+
+
+class AddTaxaAnswer(ResponseBody):
+    results: list[Outcome]
+    summary: str
+
+
+class AddTaxaRefused(ResponseBody):
+    """Every id was rejected: nothing changed (a 422, so a client's error path sees it)."""
+
+    error: str
+    results: list[Outcome]
+    summary: str
+
+
+class RunCounts(ResponseBody):
+    wanted: int
+    fetched: int
+    pending: int
+    assigned: int
+    failed: int
+    excluded: int
+
+
+class Worker(ResponseBody):
+    name: str
+    backend: str
+    address: str
+    phase: str
+    runs: int
+    bytes: int
+    created_at: Time
+
+
+class TaxonState(ResponseBody):
+    """One taxon as ``GET /api/taxa/{taxon}`` shows it (like pacifica-ingest's get_state)."""
+
+    taxonomy_id: int
+    scientific_name: str
+    state: str = Field(description="last_run_status; `new` when empty")
+    stage: str
+    stage_name: str
+    task_percent: float
+    runs: RunCounts
+    bytes_wanted: int
+    bytes_fetched: int
+    needs_attention: str
+    last_error: str
+    last_checked: Time
+    priority: int
+    updated: Time
+    workers: list[Worker]
+
+
+class TaxaList(ResponseBody):
+    taxa: list[TaxonState]
+
+
+class AttentionCleared(ResponseBody):
+    taxonomy_id: int
+    needs_attention: Literal[""]
+
+
+class PrioritySet(ResponseBody):
+    taxonomy_id: int
+    priority: int
+
+
+class Retried(ResponseBody):
+    taxonomy_id: int
+    pending_again: int = Field(ge=0)
+
+
+class Health(ResponseBody):
+    status: Literal["ok", "unhealthy"]
+    problems: list[str]
+    scheduler_running: bool
+    stopping: bool
+    last_heartbeat: Time
+    taxa: int | None
+
+
+class WorkerDone(BaseModel):
+    """The body of a worker's callback: the JSON of its DONE.json (checked in callbacks.py)."""
+
+    model_config = ConfigDict(strict=True)
+
+    status: Literal["done", "failed"]
+    runs_ok: int = Field(ge=0)
+    runs_failed: int = Field(ge=0)
+    bytes: int = Field(ge=0)
+    finished_at: str = Field(pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z$",
+                             examples=["2026-11-23T10:15:00Z"])
+
+
+class CallbackAccepted(ResponseBody):
+    worker: str
+    accepted: Literal[True]
+
+
+class LoginForm(RequestBody):
+    token: str
+    next: str = Field("/", description="Where to go back to: a path on this site.")
+
+
+class AddTaxaForm(RequestBody):
+    csrf: str
+    ids: str = Field(description="Taxonomy ids separated by spaces or commas.")
+
+
+class TaxonActionForm(RequestBody):
+    csrf: str
+    action: Literal["clear", "priority", "retry"]
+    priority: str = ""
