@@ -18,6 +18,7 @@ from backend.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, MicrofetchError, Us
 from backend.preflight import preflight
 from backend.registry import Registry, Taxon, parse_taxon_id
 from backend.settings import Settings, load_settings
+from backend.store import database_of
 from backend.timeutil import relative, utc_now
 
 Command = Callable[[argparse.Namespace, Settings], int]
@@ -327,6 +328,8 @@ def _run(parser: argparse.ArgumentParser, argv: Sequence[str] | None,
             preflight(settings)
         if args.func not in (cmd_serve, cmd_demo):
             _setup_logs(settings)  # logs go to files; the console gets plain lines
+        # Opening the database brings an older data directory into it, whatever the command.
+        database_of(settings).connection()
         return args.func(args, settings)
     except MicrofetchError as exc:
         print(f"error: {exc}", file=sys.stderr)
