@@ -190,11 +190,11 @@ class Cloud:
         self.get(droplet_id).machine.reboot()
 
     def shutdown(self) -> None:
-        """Stop every machine (the stand-in is going away); the ledger keeps them live."""
+        """The whole cloud goes away: machines and disks, but the ledger keeps them live."""
         with self.lock:
             machines = [d.machine for d in self.droplets.values()]
         for machine in machines:
-            machine.halt()
+            machine.destroy()
 
     # firewalls ----------------------------------------------------------------------------
 

@@ -183,9 +183,15 @@ class Machine:
                 self.proc.kill()
                 self.proc.wait(timeout=10)
             self.proc = None
-            for pid in doomed | tagged(self.tag):  # again: a child may have forked meanwhile
+            doomed |= tagged(self.tag)  # again: a child may have forked meanwhile
+            for pid in doomed:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.kill(pid, signal.SIGKILL)
+            # SIGKILL lands asynchronously: return only once they are dead, so a caller that
+            # asks right after a reboot or a delete sees what a real one leaves.
+            deadline = time.monotonic() + LISTEN_SECONDS
+            while any(alive(pid) for pid in doomed) and time.monotonic() < deadline:
+                time.sleep(0.02)
 
     def reboot(self) -> None:
         with self.lock:
@@ -202,6 +208,15 @@ class Machine:
         for path in self.made:
             shutil.rmtree(path, ignore_errors=True)
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def alive(pid: int) -> bool:
+    """Running (a zombie waiting for its parent to reap it is dead)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
 
 
 def _parents() -> dict[int, int]:
