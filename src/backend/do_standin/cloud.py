@@ -86,6 +86,7 @@ class Cloud:
         self.folder = folder or Path(tempfile.mkdtemp(prefix="do-standin-"))
         self.faults = Faults()
         self.droplets: dict[int, Droplet] = {}
+        self.destroyed: dict[int, Droplet] = {}  # kept, so tests can see what each one did
         self.keys: dict[int, dict[str, Any]] = {}
         self.firewalls: dict[str, dict[str, Any]] = {}
         self.entries: list[LedgerEntry] = []
@@ -176,7 +177,7 @@ class Cloud:
         """Delete: billing stops now, sshd and every process of the droplet end, disk goes."""
         with self.lock:
             droplet = self.get(droplet_id)
-            del self.droplets[droplet_id]
+            self.destroyed[droplet_id] = self.droplets.pop(droplet_id)
             entry = next(e for e in self.entries if e.id == droplet_id)
             entry.destroyed_at = self.clock()
         droplet.machine.destroy()
