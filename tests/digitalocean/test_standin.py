@@ -8,6 +8,7 @@ happens when asked, and the ledger bills like DigitalOcean (started hours, one-h
 from __future__ import annotations
 
 import json
+import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -226,3 +227,12 @@ runcmd:
     assert steps.markers == ["/var/lib/cloud/instance/boot-finished"]
     assert steps.skipped[0] == "packages: python3 rsync"
     assert any("get.nextflow.io" in line for line in steps.skipped)
+
+
+def test_the_digitalocean_demo_says_it_needs_root_and_exits_2(monkeypatch, capsys):
+    from backend.cli import main
+
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+
+    assert main(["demo", "--backend", "digitalocean"]) == 2
+    assert "needs root" in capsys.readouterr().out
