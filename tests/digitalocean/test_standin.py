@@ -15,10 +15,14 @@ from pathlib import Path
 import pytest
 import requests
 
+from backend.compute.digitalocean import DigitalOceanBackend
 from backend.compute.do_api import DoApi
 from backend.do_standin import LedgerEntry, billed_hours, ledger
 from backend.do_standin.machines import plan
 from backend.errors import OperationError
+from backend.settings import load_settings
+from backend.timeutil import utc_now
+from backend.workers import WorkerRecord
 
 ANCHORS = Path(__file__).resolve().parents[1] / "data" / "digitalocean"
 NOT_YET = 3600.0  # an activation delay no test outlives: the droplet stays "new", no sshd
@@ -111,18 +115,39 @@ def test_a_429_answer_has_remaining_zero_and_a_reset_in_the_future(standin):
 
 
 @pytest.mark.parametrize("fault", ["500", "drop"])
-def test_a_create_that_fails_after_the_droplet_was_made_leaves_a_billed_droplet(
-        standin, api, fault):
+def test_a_create_that_fails_after_the_droplet_was_made_is_not_repeated_and_is_found_by_name(
+        standin, tmp_path, fault):
     standin.cloud.activation_seconds = NOT_YET
+    api = DoApi(standin.cloud.token, 5, sleep=lambda s: None, retries=3,
+                base_url=standin.api_url)
     standin.cloud.fail_create(fault)
 
-    with pytest.raises(OperationError):
+    with pytest.raises(OperationError) as failed:
         make(api, "mf-562-0-abcdef")
 
-    (found,) = api.by_tag("microfetch")  # what microfetch must find again, by name and tag
+    assert not failed.value.permanent  # nothing for a person to fix: try again later
+    (found,) = api.by_tag("microfetch")  # one droplet, not one per retry
     assert found.name == "mf-562-0-abcdef"
     assert standin.cloud.ledger()["live"] == ["mf-562-0-abcdef"]
+    # What dispatch does with a failed start: destroy the worker, found by its name.
+    settings = load_settings({"MICROFETCH_DATA_DIR": str(tmp_path / "data"),
+                              "MICROFETCH_BACKEND": "digitalocean"})
+    DigitalOceanBackend(settings, api).destroy(WorkerRecord(
+        name="mf-562-0-abcdef", backend="digitalocean", taxon_id=562, chunk=0, runs=[],
+        bytes=0, token_sha256="x", created_at=utc_now()))
+    assert standin.cloud.ledger()["live"] == []
     assert make(api, "mf-562-1-abcdef")  # the fault was used once
+
+
+def test_a_create_refused_with_429_is_sent_again_and_makes_one_droplet(standin):
+    standin.cloud.activation_seconds = NOT_YET
+    api = DoApi(standin.cloud.token, 5, sleep=lambda s: None, retries=3,
+                base_url=standin.api_url)
+    standin.cloud.rate_limit(count=1)
+
+    make(api, "mf-562-0-abcdef")
+
+    assert [d.name for d in api.by_tag("microfetch")] == ["mf-562-0-abcdef"]
 
 
 def test_the_droplet_limit_refuses_a_create_with_422_and_makes_nothing(standin, api):

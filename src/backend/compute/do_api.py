@@ -33,17 +33,29 @@ class RetryPolicy:
     backoff: float = 1.0
     sleep: Callable[[float], None] = time.sleep
 
-    def perform(self, request: Callable[[], requests.Response]) -> requests.Response:
+    def perform(self, request: Callable[[], requests.Response],
+                repeatable: bool = True) -> requests.Response:
+        """Send, retrying what is safe to repeat.
+
+        A POST that failed after it was sent (a 5xx, a dropped connection, a read timeout) may
+        have made the droplet: sending it again would make a second one, billed as long as the
+        worker lives. So only a 429 or a connect timeout (refused before anything happened)
+        repeats a POST; anything else raises at once, and the caller destroys by name.
+        """
         last = ""
         for attempt in range(self.retries + 1):
             try:
                 response = request()
             except (requests.ConnectionError, requests.Timeout) as exc:
                 last, wait = f"{type(exc).__name__}: {exc}", None
+                if not repeatable and not isinstance(exc, requests.ConnectTimeout):
+                    raise _unsure(last) from None
             else:
                 if response.status_code not in RETRY_STATUSES:
                     return response
                 last, wait = f"HTTP {response.status_code}", response.headers.get("Retry-After")
+                if not repeatable and response.status_code != 429:
+                    raise _unsure(last)
             if attempt < self.retries:
                 self.sleep(self._delay(attempt, wait))
         raise OperationError(f"DigitalOcean's API did not answer after {self.retries + 1} tries "
@@ -57,6 +69,12 @@ class RetryPolicy:
             return self.backoff * 2 ** attempt
 
 
+def _unsure(last: str) -> OperationError:
+    return OperationError(f"DigitalOcean's API failed after the request was sent ({last}); it "
+                          "may have acted on it, so it is not repeated. A droplet it made is "
+                          "found by name and destroyed; microfetch tries again later")
+
+
 class _Retrying:
     """Mixed into the library's classes: our timeout and retries around every request."""
 
@@ -68,7 +86,8 @@ class _Retrying:
     def _BaseAPI__perform_request(self, url: str, type: str = "GET",
                                   params: dict | None = None) -> requests.Response:
         return self.policy.perform(
-            lambda: BaseAPI._BaseAPI__perform_request(self, url, type, params))
+            lambda: BaseAPI._BaseAPI__perform_request(self, url, type, params),
+            repeatable=type != "POST")
 
 
 class _Manager(_Retrying, digitalocean.Manager):
