@@ -111,6 +111,22 @@ def test_a_dead_droplet_refuses_connections_while_the_api_still_lists_it(
         remote.connect(target, 2, 1)
 
 
+def test_a_droplet_whose_address_was_taken_meanwhile_boots_on_another(
+        as_root, standin, api, user_key):
+    standin.cloud.activation_seconds = 1.0
+    droplet_id, _ = boot(api, user_key, wait=False)
+    planned = standin.cloud.droplets[droplet_id].machine.address
+    with socket.socket() as squatter:  # another stand-in, say, took it before sshd started
+        squatter.bind((planned, 22))
+        squatter.listen()
+
+        wait_for(lambda: api.get(droplet_id).status == "active", what="the droplet to boot")
+
+        moved = api.get(droplet_id).ipv4
+    assert moved != planned
+    assert standin.cloud.ledger()["droplets"][0]["address"] == moved
+
+
 def test_a_slow_droplet_stays_new_while_others_boot(as_root, standin, api, user_key):
     standin.cloud.slow_activation(3600)
     slow, _ = boot(api, user_key, "mf-562-0-aaaaaa", wait=False)

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from backend.do_standin.ledger import LedgerEntry, ledger
-from backend.do_standin.machines import Machine, free_address, plan
+from backend.do_standin.machines import AddressTaken, Machine, free_address, plan
 from backend.timeutil import format_time, utc_now
 
 #: Today's basic droplet sizes (USD); ``transfer`` is TB a month, ``disk`` GB.
@@ -36,6 +36,7 @@ SIZES: dict[str, dict[str, Any]] = {
 }
 REGIONS = ("lon1", "ams3", "fra1", "nyc3", "sfo3")
 CREATE_FAULTS = ("500", "drop", "422")
+BOOT_TRIES = 3
 
 
 class ApiError(Exception):
@@ -150,15 +151,29 @@ class Cloud:
         return droplet, fault
 
     def _boot(self, droplet: Droplet, delay: float) -> None:
+        """Wait out the activation delay, then boot; a failed boot leaves the droplet "new"."""
         time.sleep(delay)
-        try:
-            booted = droplet.machine.first_boot()  # a delete meanwhile makes this a no-op
-        except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
-            droplet.machine.ran.append(f"boot failed: {exc}")
-            booted = False
+        booted = False
+        for _ in range(BOOT_TRIES):
+            try:
+                booted = droplet.machine.first_boot()  # a delete meanwhile makes this a no-op
+                break
+            except AddressTaken as exc:  # another stand-in won the race for the address
+                droplet.machine.ran.append(f"boot failed: {exc}")
+                self._move(droplet)
+            except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
+                droplet.machine.ran.append(f"boot failed: {exc}")
+                break
         if booted:
             with self.lock:
                 droplet.status = "active"
+
+    def _move(self, droplet: Droplet) -> None:
+        with self.lock:
+            taken = {d.machine.address for d in self.droplets.values()}
+            droplet.machine.address = free_address(taken)
+            entry = next(e for e in self.entries if e.id == droplet.id)
+            entry.address = droplet.machine.address
 
     def get(self, droplet_id: int) -> Droplet:
         with self.lock:

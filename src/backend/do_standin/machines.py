@@ -34,6 +34,10 @@ FIRST_HOST, LAST_HOST = 2, 254
 LISTEN_SECONDS = 10.0
 
 
+class AddressTaken(RuntimeError):
+    """sshd could not start, most likely because another process took the address first."""
+
+
 @dataclass
 class CloudPlan:
     """What cloud-init would do with one user data document (a pure reading of it)."""
@@ -100,7 +104,7 @@ PubkeyAuthentication yes
 PermitRootLogin prohibit-password
 Subsystem sftp internal-sftp
 SetEnv {ENV_TAG}={tag}
-LogLevel ERROR
+LogLevel INFO
 """
 
 
@@ -156,17 +160,26 @@ class Machine:
         self.ran.append(" ".join(argv))
 
     def start_sshd(self) -> None:
+        """Start sshd and return once it says it listens (a connect could reach a squatter)."""
         Path("/run/sshd").mkdir(exist_ok=True)
-        self.proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(self.folder / "sshd_config")],
-                                     stderr=subprocess.DEVNULL)
+        log = self.folder / "sshd.log"
+        start = log.stat().st_size if log.exists() else 0
+        with open(log, "ab") as handle:
+            self.proc = subprocess.Popen(
+                [SSHD, "-D", "-e", "-f", str(self.folder / "sshd_config")], stderr=handle)
+        listening = f"Server listening on {self.address} port 22".encode()
         deadline = time.monotonic() + LISTEN_SECONDS
         while time.monotonic() < deadline and self.proc.poll() is None:
-            with socket.socket() as sock:
-                if sock.connect_ex((self.address, 22)) == 0:
+            with open(log, "rb") as handle:
+                handle.seek(start)
+                if listening in handle.read():
                     return
             time.sleep(0.05)
+        if self.proc.poll() is not None:
+            raise AddressTaken(f"sshd of droplet {self.droplet_id} exited "
+                               f"({self.proc.returncode}): is {self.address}:22 taken?")
         raise RuntimeError(f"sshd of droplet {self.droplet_id} did not listen on "
-                           f"{self.address}:22 (exit {self.proc.poll()})")
+                           f"{self.address}:22 within {LISTEN_SECONDS:.0f} s")
 
     def halt(self) -> None:
         """Power gone: sshd, its sessions and every process started through it end."""
