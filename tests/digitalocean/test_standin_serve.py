@@ -75,8 +75,12 @@ def test_three_taxa_go_through_droplets_that_are_all_destroyed_and_billed(cloud_
     assert lab.genomes() == lab.expected(*TAXA)  # uploaded, run, rsynced and verified
     records = [r for r in WorkerStore(lab.tmp / "data").all() if r.backend == "digitalocean"]
     assert len(records) == 4  # 562 in two chunks of two runs, 1280 and 1639 in one each
+    entries = {d["id"]: d for d in cloud.cloud.ledger()["droplets"]}
     for record in records:
         droplet = cloud.cloud.destroyed[record.droplet_id]  # created and destroyed via the API
+        # claimed before acting: the record existed before the droplet did
+        assert parse_time(entries[record.droplet_id]["created_at"]) >= \
+            record.created_at.replace(microsecond=0)
         assert droplet.name == record.name
         assert droplet.machine.plan.host_public == record.host_key  # the pin is its key
         assert f"mkdir -p /srv/microfetch/{record.name}" in droplet.machine.ran

@@ -15,6 +15,7 @@ import re
 import threading
 import time
 import urllib.parse
+from collections import deque
 from typing import Any
 
 from backend.do_standin.cloud import REGIONS, SIZES, ApiError, Cloud, Droplet
@@ -23,6 +24,7 @@ from backend.timeutil import format_time
 
 RATE_LIMIT = 5000  # requests an hour, as DigitalOcean allows a token
 DEFAULT_PER_PAGE, MAX_PER_PAGE = 20, 200
+MAX_RECORDED = 100_000
 DROPLET = re.compile(r"^/v2/droplets/(\d+)$")
 FIREWALL = re.compile(r"^/v2/firewalls/([0-9a-f-]+)$")
 
@@ -33,7 +35,8 @@ class DoStandIn:
     def __init__(self, cloud: Cloud | None = None, *, max_per_page: int = MAX_PER_PAGE) -> None:
         self.cloud = cloud or Cloud()
         self.max_per_page = max_per_page
-        self.requests: list[dict[str, Any]] = []
+        # What was asked, newest last; bounded, as a rehearsal may run for days.
+        self.requests: deque[dict[str, Any]] = deque(maxlen=MAX_RECORDED)
         self.remaining, self.window_reset = RATE_LIMIT, int(time.time()) + 3600
         self._server: http.server.ThreadingHTTPServer | None = None
 
