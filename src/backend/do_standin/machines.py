@@ -32,6 +32,7 @@ MARKER_WAIT = re.compile(r"(?:\[\s*!?\s*-[ef]|test\s+!?\s*-[ef])\s+(/[^\s;\]]+)"
 ENV_TAG = "MICROFETCH_STANDIN_DROPLET"
 FIRST_HOST, LAST_HOST = 2, 254
 LISTEN_SECONDS = 10.0
+REAP_SECONDS = 15.0
 
 
 class AddressTaken(RuntimeError):
@@ -200,11 +201,13 @@ class Machine:
             for pid in doomed:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.kill(pid, signal.SIGKILL)
-            # SIGKILL lands asynchronously: return only once they are dead, so a caller that
-            # asks right after a reboot or a delete sees what a real one leaves.
-            deadline = time.monotonic() + LISTEN_SECONDS
-            while any(alive(pid) for pid in doomed) and time.monotonic() < deadline:
-                time.sleep(0.02)
+            # SIGKILL lands asynchronously, and an orphan stays a zombie (which `kill -0` still
+            # finds) until init reaps it. Return once they have left the process table, so a
+            # caller asking right after a reboot or a delete sees what a real one leaves.
+            deadline = time.monotonic() + REAP_SECONDS
+            while any(Path(f"/proc/{pid}").exists() for pid in doomed) and \
+                    time.monotonic() < deadline:
+                time.sleep(0.05)
 
     def reboot(self) -> None:
         with self.lock:
