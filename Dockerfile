@@ -1,4 +1,13 @@
 # microfetch: the daemon and the web server in one container.
+
+# Build the same wheel users install with pip (it carries the worker pipeline).
+FROM python:3.11-slim-bookworm AS build
+WORKDIR /src
+COPY pyproject.toml README.md LICENSE ./
+COPY src ./src
+COPY nextflow ./nextflow
+RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
+
 FROM python:3.11-slim-bookworm
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -8,7 +17,6 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     MICROFETCH_CSV=/var/lib/microfetch/registry/microfetch.csv \
     MICROFETCH_DATA_DIR=/var/lib/microfetch/data \
     MICROFETCH_LOG_DIR=/var/log/microfetch \
-    MICROFETCH_PIPELINE_DIR=/opt/microfetch/nextflow \
     MICROFETCH_BIND=0.0.0.0:8000
 
 # rsync and ssh bring data home; tini forwards SIGTERM to microfetch and reaps children.
@@ -18,11 +26,9 @@ RUN apt-get update \
     && apt-get install -y --no-install-recommends rsync openssh-client tini \
     && rm -rf /var/lib/apt/lists/*
 
-WORKDIR /opt/microfetch
-COPY pyproject.toml README.md ./
-COPY src ./src
-COPY nextflow ./nextflow
-RUN pip install --no-cache-dir . \
+COPY --from=build /wheels /wheels
+RUN pip install --no-cache-dir /wheels/*.whl \
+    && rm -rf /wheels \
     && groupadd --gid 10001 microfetch \
     && useradd --create-home --uid 10001 --gid 10001 microfetch \
     && mkdir -p /var/lib/microfetch/registry /var/lib/microfetch/data /var/log/microfetch \

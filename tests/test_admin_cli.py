@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
+
+from .conftest import cli_env
 
 
 @pytest.fixture
@@ -111,3 +114,31 @@ def test_a_bad_setting_stops_the_command_naming_the_variable(run_cli, workdir):
 
 def test_an_unknown_command_is_a_usage_error(run_cli):
     assert run_cli("frobnicate").returncode == 2
+
+
+def test_a_new_registry_is_announced_with_its_path(run_cli, tmp_path):
+    result = run_cli("status")
+    assert result.returncode == 0
+    assert f"created a new registry {tmp_path / 'microfetch.csv'}" in result.stderr
+    assert "created" not in run_cli("status").stderr  # only the first time
+
+
+@pytest.mark.parametrize("kind", ["folder", "unreadable"])
+def test_a_registry_path_that_cannot_be_read_is_a_usage_error_naming_it(run_cli, tmp_path,
+                                                                       kind):
+    target = tmp_path / "registry"
+    if kind == "folder":
+        target.mkdir()
+    elif os.geteuid() == 0:
+        # root reads any file: a path below a regular file cannot be read by anyone
+        target.write_text("not a folder")
+        target = target / "microfetch.csv"
+    else:
+        target.write_text("taxonomy_id\n562\n")
+        target.chmod(0)
+    env = cli_env(tmp_path, MICROFETCH_CSV=str(target))
+    result = run_cli("status", env=env)
+    assert result.returncode == 2, result.stderr
+    assert f"cannot read the registry {target}" in result.stderr
+    assert "MICROFETCH_CSV" in result.stderr
+    assert "Traceback" not in result.stderr

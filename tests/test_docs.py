@@ -57,3 +57,13 @@ def test_every_page_is_in_the_summary():
     listed = {target for target in LINK.findall(summary)}
     pages = {p.relative_to(SRC).as_posix() for p in SRC.rglob("*.md")} - {"SUMMARY.md"}
     assert pages <= listed, f"pages missing from SUMMARY.md: {sorted(pages - listed)}"
+
+
+def test_placeholders_in_angle_brackets_are_code_so_mdbook_shows_them():
+    """mdBook and GitHub read a bare `<data dir>` as an HTML tag and show nothing."""
+    pages = [DOCS.parent / "README.md", *sorted(SRC.glob("*.md"))]
+    for page in pages:
+        text = re.sub(r"```.*?```", "", page.read_text(), flags=re.DOTALL)
+        text = re.sub(r"`[^`\n]*`", "", text)
+        bare = re.findall(r"<[a-z][a-z _]*>", text)
+        assert not bare, f"{page.name}: {bare}"

@@ -15,6 +15,7 @@ import pytest
 
 from backend.errors import RegistryError
 from backend.registry import COLUMNS, Registry, Stage, Status, Taxon
+from backend.store import open_database
 
 from .conftest import SRC, cli_env
 
@@ -22,8 +23,14 @@ HEADER = ",".join(COLUMNS)
 GOOD = "562,Escherichia coli,,,,,check,check ENA for runs,0,False"
 
 
+def registry_at(path, **options):
+    """A registry file with its database and JSON-lines history beside it."""
+    return Registry(path, open_database(path.parent / "microfetch.sqlite"),
+                    path.parent / "history.jsonl", **options)
+
+
 def make_registry(tmp_path: Path) -> Registry:
-    return Registry(tmp_path / "microfetch.csv", tmp_path / "history.jsonl")
+    return registry_at(tmp_path / "microfetch.csv")
 
 
 @pytest.mark.parametrize(
@@ -110,7 +117,7 @@ def test_an_exception_inside_a_transaction_changes_nothing(tmp_path):
 
 
 def test_the_history_log_rotates_when_large(tmp_path):
-    registry = Registry(tmp_path / "microfetch.csv", tmp_path / "history.jsonl",
+    registry = registry_at(tmp_path / "microfetch.csv",
                         history_max_bytes=2000)
     registry.ensure_ready()
     with registry.transaction() as table:
@@ -127,8 +134,10 @@ WRITER = textwrap.dedent(
     import sys
     from pathlib import Path
     from backend.registry import Registry, Taxon
+    from backend.store import open_database
     path, worker, count = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
-    registry = Registry(path, path.parent / "history.jsonl")
+    registry = Registry(path, open_database(path.parent / "microfetch.sqlite"),
+                        path.parent / "history.jsonl")
     for i in range(count):
         with registry.transaction(f"writer{worker}") as table:
             table.row(1).priority += 1
@@ -141,8 +150,9 @@ READER = textwrap.dedent(
     import sys, time
     from pathlib import Path
     from backend.registry import Registry
+    from backend.store import open_database
     path, stop = Path(sys.argv[1]), Path(sys.argv[2])
-    registry = Registry(path, path.parent / "history.jsonl")
+    registry = Registry(path, open_database(path.parent / "microfetch.sqlite"))
     reads = 0
     deadline = time.monotonic() + 120
     while not stop.exists() and time.monotonic() < deadline:
@@ -188,7 +198,7 @@ CRASHER = textwrap.dedent(
     from pathlib import Path
     from backend.registry import Registry
     path = Path(sys.argv[1])
-    registry = Registry(path, path.parent / "history.jsonl")
+    registry = registry_at(path)
     i = 0
     while True:
         i += 1

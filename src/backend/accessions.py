@@ -1,22 +1,25 @@
-"""A taxon's accession list, ``ENA_accession_numbers/<taxon_id>.csv``: one typed row per run.
+"""A taxon's runs: one typed row per run, kept in the state database.
 
-Changed only inside :meth:`AccessionList.transaction` (lock, re-read, apply, atomic write),
-like the registry.
+``ENA_accession_numbers/<taxon_id>.csv`` keeps the seed's columns as an export for people and
+scripts (:meth:`AccessionList.export`); nothing reads it on a hot path. Runs change inside
+:meth:`AccessionList.edit`, one database transaction that writes back only what changed.
 """
 
 from __future__ import annotations
 
 import csv
-import os
-from collections.abc import Callable, Iterator
+import sqlite3
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 from backend.errors import RegistryError
-from backend.statefile import atomic_write_text, locked, render_csv
+from backend.statefile import atomic_write_via
+from backend.store import Database, database_of
 from backend.timeutil import format_time, parse_time
 
 
@@ -106,6 +109,39 @@ class Run:
         self.excluded = False
         self.exclusion_reason = ""
 
+    @property
+    def category(self) -> str:
+        """What pages count it as: a status, or why it is left out."""
+        if not self.excluded:
+            return self.status.value
+        code = self.exclusion_code
+        if code == Exclusion.FAILED_ATTEMPTS.value:
+            return "failed"
+        return "withdrawn" if code == Exclusion.WITHDRAWN.value else "excluded"
+
+    def to_sql(self, taxon_id: int) -> tuple[Any, ...]:
+        """The values of :data:`SQL_COLUMNS`."""
+        return (
+            taxon_id, self.run_accession_number, int(self.excluded), self.droplet_ip,
+            self.exclusion_reason, self.status.value, self.worker, ";".join(self.fastq_files),
+            ";".join(str(size) for size in self.fastq_bytes), ";".join(self.fastq_md5),
+            self.total_bytes, self.attempts, self.last_error, format_time(self.fetched_at),
+            self.category,
+        )
+
+    @classmethod
+    def from_sql(cls, row: sqlite3.Row | tuple[Any, ...]) -> Run:
+        """A run from a ``SELECT`` of :data:`SQL_COLUMNS` (taxon first, category last)."""
+        (_, accession, excluded, droplet_ip, reason, status, worker, files, sizes, md5s, _,
+         attempts, error, fetched_at, _) = row
+        return cls(
+            run_accession_number=accession, excluded=bool(excluded), droplet_ip=droplet_ip,
+            exclusion_reason=reason, status=RunStatus(status), worker=worker,
+            fastq_files=_split(files), fastq_bytes=tuple(int(x) for x in _split(sizes)),
+            fastq_md5=_split(md5s), attempts=attempts, last_error=error,
+            fetched_at=parse_time(fetched_at),
+        )
+
     def to_text(self) -> list[str]:
         return [
             self.run_accession_number,
@@ -156,59 +192,154 @@ class Run:
         )
 
 
-class AccessionList:
-    """The accession list of one taxon."""
 
-    def __init__(self, data_dir: Path, taxon_id: int) -> None:
+def _split(text: str) -> tuple[str, ...]:
+    return tuple(part for part in text.split(";") if part)
+
+
+SQL_COLUMNS = (
+    "taxon", "accession", "is_excluded", "droplet_ip", "exclusion_reason", "status", "worker",
+    "fastq_files", "fastq_bytes", "fastq_md5", "total_bytes", "attempts", "last_error",
+    "fetched_at", "category",
+)
+_SELECT = f"SELECT {', '.join(SQL_COLUMNS)} FROM runs"
+_UPSERT = (
+    f"INSERT INTO runs ({', '.join(SQL_COLUMNS)}) VALUES ({', '.join('?' * len(SQL_COLUMNS))}) "
+    "ON CONFLICT (taxon, accession) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in SQL_COLUMNS[2:])
+)
+#: SQLite's limit on host parameters is 32766; stay well below it.
+BATCH = 500
+CATEGORIES = ("pending", "assigned", "fetched", "failed", "excluded", "withdrawn")
+
+
+def export_path(data_dir: Path, taxon_id: int) -> Path:
+    return Path(data_dir) / "ENA_accession_numbers" / f"{taxon_id}.csv"
+
+
+class AccessionList:
+    """The runs of one taxon."""
+
+    def __init__(self, db: Database, taxon_id: int) -> None:
+        self.db = db
         self.taxon_id = taxon_id
-        self.path = Path(data_dir) / "ENA_accession_numbers" / f"{taxon_id}.csv"
+        self.path = export_path(db.data_dir, taxon_id)
+
+    @classmethod
+    def of(cls, settings: Any, taxon_id: int) -> AccessionList:
+        return cls(database_of(settings), taxon_id)
+
+    # Reading -------------------------------------------------------------------------------
 
     def exists(self) -> bool:
-        return self.path.exists()
+        return bool(self.db.query("SELECT 1 FROM runs WHERE taxon = ? LIMIT 1",
+                                  (self.taxon_id,)))
 
     def load(self) -> dict[str, Run]:
-        """Runs by accession, in file order; empty when the file does not exist."""
+        """Every run by accession, in the order they were first seen (small taxa, tests)."""
         return {run.accession: run for run in self.runs()}
 
-    def runs(self) -> Iterator[Run]:
-        """Runs one at a time, for lists too large to hold (readers need no lock)."""
-        if not self.path.exists():
-            return
-        with open(self.path, newline="", encoding="utf-8") as handle:
-            reader = csv.DictReader(handle)
-            for values in reader:
-                if None in values or None in values.values():
-                    raise RegistryError(self.path, reader.line_num, "wrong number of fields")
-                try:
-                    yield Run.from_text(values)
-                except ValueError as exc:
-                    raise RegistryError(self.path, reader.line_num, str(exc)) from None
+    def runs(self, batch: int = 5000, category: str | None = None) -> Iterator[Run]:
+        """Runs (of one category) one at a time, in order, without holding the whole list."""
+        last = 0
+        where = "taxon = ? AND seq > ?" + (" AND category = ?" if category else "")
+        extra = (category,) if category else ()
+        while True:
+            rows = self.db.query(f"SELECT seq, {', '.join(SQL_COLUMNS)} FROM runs WHERE "
+                                 f"{where} ORDER BY seq LIMIT ?",
+                                 (self.taxon_id, last, *extra, batch))
+            for row in rows:
+                yield Run.from_sql(tuple(row)[1:])
+            if len(rows) < batch:
+                return
+            last = rows[-1][0]
+
+    def get(self, accessions: Iterable[str]) -> dict[str, Run]:
+        """The named runs that exist, by accession."""
+        return _select(self.db.connection(), self.taxon_id, list(accessions))
+
+    def pending(self, limit: int) -> list[Run]:
+        """Wanted runs waiting for a worker, oldest first (uses ``runs_by_category``)."""
+        rows = self.db.query(f"{_SELECT} WHERE taxon = ? AND category = 'pending' "
+                             "ORDER BY seq LIMIT ?", (self.taxon_id, limit))
+        return [Run.from_sql(row) for row in rows]
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """Runs and bytes per category (kept current by triggers, no scan)."""
+        return counts_by_taxon(self.db, self.taxon_id).get(self.taxon_id, empty_counts())
+
+    def last_error(self) -> str:
+        rows = self.db.query("SELECT last_error FROM runs WHERE taxon = ? AND last_error != '' "
+                             "ORDER BY seq DESC LIMIT 1", (self.taxon_id,))
+        return rows[0][0] if rows else ""
+
+    # Writing -------------------------------------------------------------------------------
 
     @contextmanager
-    def transaction(self) -> Iterator[dict[str, Run]]:
-        """Lock, re-read, let the caller change runs, then write them atomically."""
-        with locked(self.path):
-            runs = self.load()
+    def edit(self, accessions: Iterable[str] | None = None) -> Iterator[dict[str, Run]]:
+        """One transaction: read the named runs (all when None), let the caller change or add
+        runs in the dict, then write back what changed."""
+        with self.db.write() as con:
+            runs = (_select(con, self.taxon_id, list(accessions)) if accessions is not None
+                    else {run.accession: run for run in self.runs()})
+            before = {key: run.to_sql(self.taxon_id) for key, run in runs.items()}
             yield runs
-            self._write(runs)
+            changed = [row for key, run in runs.items()
+                       if before.get(key) != (row := run.to_sql(self.taxon_id))]
+            con.executemany(_UPSERT, changed)
 
-    @contextmanager
-    def rewrite(self) -> Iterator[tuple[dict[str, Run], Callable[[Run], None]]]:
-        """Lock, read the current runs, and stream a whole new list row by row.
+    def save(self, runs: Iterable[Run]) -> None:
+        """Insert or replace runs (the caller decided their whole state)."""
+        with self.db.write() as con:
+            con.executemany(_UPSERT, (run.to_sql(self.taxon_id) for run in runs))
 
-        For lists too large to hold twice: the caller gets the current runs and a ``write``
-        function; the new file replaces the old one atomically when the block ends.
-        """
-        with locked(self.path):
-            current = self.load()
-            tmp = self.path.with_name(f".{self.path.name}.rewrite")
-            with open(tmp, "w", newline="", encoding="utf-8") as handle:
-                writer = csv.writer(handle, lineterminator="\n")
-                writer.writerow(COLUMNS)
-                yield current, lambda run: writer.writerow(run.to_text())
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, self.path)
+    def export(self) -> Path:
+        """Write ``ENA_accession_numbers/<taxon>.csv`` atomically, row by row."""
 
-    def _write(self, runs: dict[str, Run]) -> None:
-        atomic_write_text(self.path, render_csv(COLUMNS, [run.to_text() for run in runs.values()]))
+        def write(handle: Any) -> None:
+            writer = csv.writer(handle, lineterminator="\n")
+            writer.writerow(COLUMNS)
+            for run in self.runs():
+                writer.writerow(run.to_text())
+
+        atomic_write_via(self.path, write)
+        return self.path
+
+
+def _select(con: sqlite3.Connection, taxon_id: int, accessions: list[str]) -> dict[str, Run]:
+    found: dict[str, Run] = {}
+    for start in range(0, len(accessions), BATCH):
+        part = accessions[start:start + BATCH]
+        marks = ", ".join("?" * len(part))
+        for row in con.execute(f"{_SELECT} WHERE taxon = ? AND accession IN ({marks}) "
+                               "ORDER BY seq", (taxon_id, *part)):
+            run = Run.from_sql(row)
+            found[run.accession] = run
+    return {a: found[a] for a in accessions if a in found}
+
+
+def empty_counts() -> dict[str, dict[str, int]]:
+    return {category: {"runs": 0, "bytes": 0} for category in CATEGORIES}
+
+
+def counts_by_taxon(db: Database, taxon_id: int | None = None) -> dict[int, dict[str, dict]]:
+    """Runs and bytes per category for one taxon or all, from ``run_counts``."""
+    where, params = ("WHERE taxon = ?", (taxon_id,)) if taxon_id is not None else ("", ())
+    result: dict[int, dict[str, dict[str, int]]] = {}
+    for taxon, category, runs, size in db.query(
+            f"SELECT taxon, category, runs, bytes FROM run_counts {where}", params):
+        result.setdefault(taxon, empty_counts())[category] = {"runs": runs, "bytes": size}
+    return result
+
+
+def read_csv_runs(path: Path) -> Iterator[Run]:
+    """Runs from an accession-list CSV (an export, or a list from before the database)."""
+    with open(path, newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        for values in reader:
+            if None in values or None in values.values():
+                raise RegistryError(path, reader.line_num, "wrong number of fields")
+            try:
+                yield Run.from_text(values)
+            except ValueError as exc:
+                raise RegistryError(path, reader.line_num, str(exc)) from None

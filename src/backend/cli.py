@@ -15,6 +15,7 @@ from pathlib import Path
 
 from backend import __version__
 from backend.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, MicrofetchError, UsageError
+from backend.preflight import preflight
 from backend.registry import Registry, Taxon, parse_taxon_id
 from backend.settings import Settings, load_settings
 from backend.timeutil import relative, utc_now
@@ -31,7 +32,9 @@ def _taxon_id(text: str) -> int:
 
 def _registry(settings: Settings) -> Registry:
     registry = Registry.from_settings(settings)
-    registry.ensure_ready()
+    if registry.ensure_ready():
+        print(f"created a new registry {registry.path.resolve()} (MICROFETCH_CSV chooses "
+              "another)", file=sys.stderr)
     return registry
 
 
@@ -174,6 +177,25 @@ def cmd_remove_taxa(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
+def cmd_history(args: argparse.Namespace, settings: Settings) -> int:
+    """The newest history entries (of one taxon), oldest first, from the database."""
+    registry = _registry(settings)
+    if args.id is not None:
+        registry.get(args.id)  # an unknown id is an error, not an empty answer
+    entries = registry.history(args.id, limit=args.limit)
+    if args.json:
+        print(json.dumps(entries, indent=2))
+        return EXIT_OK
+    if not entries:
+        print("No history yet.")
+    for entry in entries:
+        old, new = (_clip(json.dumps(entry[k]) if not isinstance(entry[k], str) else entry[k],
+                          60) for k in ("old", "new"))
+        print(f"{entry['time']}  {entry['taxon'] or '-'}  {entry['field']}: {old} -> {new}  "
+              f"({entry['actor']})")
+    return EXIT_OK
+
+
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     """The daemon and the web server, until SIGTERM or SIGINT."""
     from backend.daemon import serve
@@ -261,6 +283,12 @@ def build_parser() -> argparse.ArgumentParser:
     priority.add_argument("priority", type=int)
     priority.set_defaults(func=cmd_priority)
 
+    history = sub.add_parser("history", help="what changed, when and by whom")
+    history.add_argument("id", nargs="?", type=_taxon_id, metavar="ID", help="one taxon")
+    history.add_argument("--limit", type=int, default=50, help="newest entries (50)")
+    history.add_argument("--json", action="store_true", help="JSON for scripts")
+    history.set_defaults(func=cmd_history)
+
     remove = sub.add_parser("remove-taxa", help="remove taxa from the registry (files are kept)")
     remove.add_argument("ids", nargs="+", type=_taxon_id, metavar="ID")
     remove.set_defaults(func=cmd_remove_taxa)
@@ -271,7 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_workers.add_parsers(sub, _taxon_id)
 
     tick = sub.add_parser("tick", help="run each job once in the foreground (cron, debugging)")
-    tick.set_defaults(func=cmd_tick)
+    tick.set_defaults(func=cmd_tick, preflight=True)
 
     health = sub.add_parser("healthcheck", help="exit 0 when the local server is healthy")
     health.add_argument("--timeout", type=float, default=5.0, help="seconds (default 5)")
@@ -283,7 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--backend", choices=("local", "digitalocean"), default="local",
                       help="workers as local folders (default) or droplets of a DigitalOcean "
                            "stand-in on this machine (needs root; ends with the ledger)")
-    demo.set_defaults(func=cmd_demo)
+    demo.set_defaults(func=cmd_demo, preflight=True)
 
     serve = sub.add_parser("serve", help="run the daemon and the web server")
     serve.set_defaults(func=cmd_serve)
@@ -298,6 +326,8 @@ def _run(parser: argparse.ArgumentParser, argv: Sequence[str] | None,
     args.extra = extra  # add-taxa: things that look like options are ids to reject
     try:
         settings = load_settings()
+        if getattr(args, "preflight", False):
+            preflight(settings)
         if args.func not in (cmd_serve, cmd_demo):
             _setup_logs(settings)  # logs go to files; the console gets plain lines
         return args.func(args, settings)
@@ -316,6 +346,7 @@ def add_taxa_main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="add_taxa.py", description="Add NCBI taxonomy ids to the microfetch registry."
     )
+    parser.add_argument("--version", action="version", version=f"microfetch {__version__}")
     _add_add_taxa_arguments(parser)
     parser.set_defaults(func=cmd_add_taxa)
     return _run(parser, argv, allow_extra=True)

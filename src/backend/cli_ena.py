@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from backend.errors import EXIT_OK
+from backend.exports import export_taxon
 from backend.registry import Registry
 from backend.settings import Settings
 from backend.timeutil import utc_now
@@ -23,6 +24,7 @@ def cmd_fetch(args: argparse.Namespace, settings: Settings) -> int:
     now = utc_now()
     check = check_taxon(settings, registry, args.id, now)
     result = filter_taxon(settings, registry, args.id, now)
+    export_taxon(settings, args.id)
     print(f"taxon {args.id}: asked ENA for {check.query!r}")
     print(f"runs seen {check.seen}, new {check.new}, changed {check.changed}, "
           f"stored {check.total}")
@@ -37,4 +39,4 @@ def cmd_fetch(args: argparse.Namespace, settings: Settings) -> int:
 def add_parsers(sub: argparse._SubParsersAction, taxon_id: object) -> None:
     fetch = sub.add_parser("fetch", help="check ENA and select runs for one taxon now")
     fetch.add_argument("id", type=taxon_id)
-    fetch.set_defaults(func=cmd_fetch)
+    fetch.set_defaults(func=cmd_fetch, preflight=True)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import json
 
 from backend.errors import EXIT_FAILED, EXIT_OK, UsageError
+from backend.exports import export_taxon
 from backend.registry import Registry, default_actor
 from backend.settings import Settings
-from backend.timeutil import relative, utc_now
+from backend.timeutil import format_time, relative, utc_now
 from backend.workers import WorkerStore
 
 
@@ -23,6 +25,8 @@ def cmd_collect(args: argparse.Namespace, settings: Settings) -> int:
             print(f"note: taxon {row.taxonomy_id} needs attention ({row.needs_attention}); "
                   "collecting anyway because you asked")
     report = Collector.build(settings, make_backend(settings)).collect(args.id, force=True)
+    for row in rows:
+        export_taxon(settings, row.taxonomy_id)
     for name in report.collected:
         print(f"collected {name}")
     for name in report.lost:
@@ -41,12 +45,20 @@ def cmd_retry(args: argparse.Namespace, settings: Settings) -> int:
     from backend.collect import retry_runs
 
     count = retry_runs(settings, args.id)
+    export_taxon(settings, args.id)
     print(f"{count} runs of taxon {args.id} are pending again")
     return EXIT_OK
 
 
 def cmd_workers_list(args: argparse.Namespace, settings: Settings) -> int:
-    records = WorkerStore(settings.data_dir).live()
+    records = WorkerStore.of(settings).live()
+    if getattr(args, "json", False):
+        print(json.dumps([{
+            "name": r.name, "taxon": r.taxon_id, "backend": r.backend, "phase": r.phase.value,
+            "address": r.address, "droplet_id": r.droplet_id, "runs": r.runs,
+            "bytes": r.bytes, "created_at": format_time(r.created_at)} for r in records],
+            indent=2))
+        return EXIT_OK
     if not records:
         print("No live workers.")
         return EXIT_OK
@@ -67,7 +79,7 @@ def cmd_workers_destroy(args: argparse.Namespace, settings: Settings) -> int:
     from backend.compute import make_backend
     from backend.reconcile import close_record
 
-    store = WorkerStore(settings.data_dir)
+    store = WorkerStore.of(settings)
     record = store.get(args.name)
     if record is None:
         raise UsageError(f"no worker named {args.name}; `microfetch workers` lists them")
@@ -83,7 +95,7 @@ def cmd_workers_reap(args: argparse.Namespace, settings: Settings) -> int:
     from backend.compute import make_backend
     from backend.reconcile import reconcile
 
-    report = reconcile(settings, make_backend(settings), WorkerStore(settings.data_dir),
+    report = reconcile(settings, make_backend(settings), WorkerStore.of(settings),
                        Registry.from_settings(settings), utc_now(), grace=0)
     for name in report.destroyed:
         print(f"destroyed orphan {name}")
@@ -95,18 +107,19 @@ def add_parsers(sub: argparse._SubParsersAction, taxon_id: object) -> None:
     """Register the commands of this module on the top-level parser."""
     collect = sub.add_parser("collect", help="collect finished workers now (one pass)")
     collect.add_argument("id", nargs="?", type=taxon_id, help="only this taxon")
-    collect.set_defaults(func=cmd_collect)
+    collect.set_defaults(func=cmd_collect, preflight=True)
 
     retry = sub.add_parser("retry", help="put a taxon's failed runs back to pending")
     retry.add_argument("id", type=taxon_id)
     retry.set_defaults(func=cmd_retry)
 
     workers = sub.add_parser("workers", help="list live workers")
+    workers.add_argument("--json", action="store_true", help="JSON for scripts")
     workers.set_defaults(func=cmd_workers_list)
     actions = workers.add_subparsers(dest="action", metavar="ACTION")
-    actions.add_parser("list", help="list live workers (the default)").set_defaults(
-        func=cmd_workers_list
-    )
+    listing = actions.add_parser("list", help="list live workers (the default)")
+    listing.add_argument("--json", action="store_true", help="JSON for scripts")
+    listing.set_defaults(func=cmd_workers_list)
     destroy = actions.add_parser("destroy", help="destroy a worker now (runs go back)")
     destroy.add_argument("name", help="a worker name, mf-<taxon>-<chunk>-<6 hex>")
     destroy.set_defaults(func=cmd_workers_destroy)

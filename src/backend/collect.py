@@ -8,7 +8,7 @@ and only then destroy the worker. A crash anywhere repeats harmless steps on the
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -16,12 +16,13 @@ from pathlib import Path
 from backend.accessions import AccessionList, Exclusion, Run, RunStatus
 from backend.compute.base import ComputeBackend, WorkerState
 from backend.errors import OperationError
+from backend.exports import refresh_exports
 from backend.logs import taxon_log
 from backend.manifest import Verdict, verify_worker_output
 from backend.registry import Registry, Stage, Status
 from backend.settings import Settings
-from backend.statefile import atomic_write_text, locked
-from backend.timeutil import utc_now
+from backend.statefile import locked
+from backend.timeutil import format_time, utc_now
 from backend.workers import Phase, WorkerRecord, WorkerStore
 
 ACTOR = "collector"
@@ -52,7 +53,7 @@ class Collector:
     @classmethod
     def build(cls, settings: Settings, backend: ComputeBackend) -> Collector:
         return cls(settings, backend, Registry.from_settings(settings),
-                   WorkerStore(settings.data_dir))
+                   WorkerStore.of(settings))
 
     def collect(self, taxon_id: int | None = None, *, force: bool = False,
                 now: datetime | None = None) -> CollectReport:
@@ -93,8 +94,8 @@ class Collector:
             shutil.rmtree(staging, ignore_errors=True)  # a person asked again: pull afresh
         self._set_phase(record.name, Phase.COLLECTING)
         self.backend.pull(record, staging, self.settings.rsync_timeout)
-        accessions = AccessionList(self.settings.data_dir, record.taxon_id)
-        verdict = verify_worker_output(staging, record.runs, accessions.load())
+        accessions = AccessionList.of(self.settings, record.taxon_id)
+        verdict = verify_worker_output(staging, record.runs, accessions.get(record.runs))
         if verdict.problems:
             self._hold(record, verdict.problems)
             report.held.append(record.name)
@@ -106,7 +107,6 @@ class Collector:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 staged.replace(target)
         self._record_runs(accessions, record, verdict, now)
-        write_samplesheet(genomes, accessions.load().values())
         self.backend.destroy(record)
         self._set_phase(record.name, Phase.DESTROYED)
         shutil.rmtree(staging, ignore_errors=True)
@@ -120,7 +120,7 @@ class Collector:
 
     def _record_runs(self, accessions: AccessionList, record: WorkerRecord, verdict: Verdict,
                      now: datetime) -> None:
-        with accessions.transaction() as runs:
+        with accessions.edit([*verdict.ok, *verdict.failed]) as runs:
             for accession in verdict.ok:
                 run = runs[accession]
                 run.status, run.fetched_at = RunStatus.FETCHED, now
@@ -128,6 +128,10 @@ class Collector:
             for accession, error in verdict.failed.items():
                 if accession in runs:
                     self._fail(runs[accession], f"worker {record.name}: {error}")
+            if verdict.ok:
+                accessions.db.connection().execute(
+                    "INSERT INTO fetch_events (taxon, at, runs, bytes) VALUES (?, ?, ?, ?)",
+                    (record.taxon_id, format_time(now), len(verdict.ok), verdict.bytes_ok))
 
     def _fail(self, run: Run, error: str) -> None:
         """A failed attempt: back to pending, or excluded once the attempts are used up."""
@@ -143,11 +147,10 @@ class Collector:
     def _lost(self, record: WorkerRecord, report: CollectReport, now: datetime) -> None:
         """A worker that stopped without DONE.json: take nothing, its runs go back."""
         error = "the worker stopped before it finished (no DONE.json); nothing was taken"
-        accessions = AccessionList(self.settings.data_dir, record.taxon_id)
-        with accessions.transaction() as runs:
-            for accession in record.runs:
-                run = runs.get(accession)
-                if run is not None and run.status is RunStatus.ASSIGNED:
+        accessions = AccessionList.of(self.settings, record.taxon_id)
+        with accessions.edit(record.runs) as runs:
+            for run in runs.values():
+                if run.status is RunStatus.ASSIGNED:
                     self._fail(run, f"worker {record.name}: {error}")
         self.backend.destroy(record)
         self._set_phase(record.name, Phase.DESTROYED, error)
@@ -177,9 +180,9 @@ class Collector:
 def settle_taxon(settings: Settings, registry: Registry, store: WorkerStore,
                  taxon_id: int, actor: str = ACTOR) -> None:
     """Derive a taxon's stage, status and addresses from its runs and live workers."""
-    runs = AccessionList(settings.data_dir, taxon_id).runs()
+    accessions = AccessionList.of(settings, taxon_id)
+    pending = accessions.counts()["pending"]["runs"] > 0
     live = [r for r in store.live() if r.taxon_id == taxon_id]
-    pending = any(run.wanted and run.status is RunStatus.PENDING for run in runs)
     with registry.transaction(actor) as table:
         row = table.get(taxon_id)
         if row is None:
@@ -193,8 +196,10 @@ def settle_taxon(settings: Settings, registry: Registry, store: WorkerStore,
             row.stage, status = Stage.DISPATCH, Status.IN_PROGRESS
         else:
             row.stage, status = Stage.CHECK, Status.COMPLETE
+        completes = status is Status.COMPLETE and row.last_run_status is not Status.COMPLETE
         if not row.needs_attention:
             row.last_run_status = status
+    refresh_exports(settings, taxon_id, force=completes)
 
 
 def retry_runs(settings: Settings, taxon_id: int, actor: str | None = None) -> int:
@@ -202,7 +207,7 @@ def retry_runs(settings: Settings, taxon_id: int, actor: str | None = None) -> i
     registry = Registry.from_settings(settings)
     registry.get(taxon_id)  # an unknown taxon is an error, not a silent no-op
     count = 0
-    with AccessionList(settings.data_dir, taxon_id).transaction() as runs:
+    with AccessionList.of(settings, taxon_id).edit() as runs:
         for run in runs.values():
             gave_up = run.exclusion_code == Exclusion.FAILED_ATTEMPTS.value
             tried = not run.excluded and run.status is RunStatus.PENDING and run.attempts > 0
@@ -211,24 +216,6 @@ def retry_runs(settings: Settings, taxon_id: int, actor: str | None = None) -> i
                 run.status, run.attempts = RunStatus.PENDING, 0
                 count += 1
     if count:
-        settle_taxon(settings, registry, WorkerStore(settings.data_dir), taxon_id,
+        settle_taxon(settings, registry, WorkerStore.of(settings), taxon_id,
                      actor or "retry")
     return count
-
-
-def write_samplesheet(genomes: Path, runs: Iterable[Run]) -> Path:
-    """``samplesheet.csv`` (nf-core style) of the fetched runs: sample,fastq_1,fastq_2."""
-    lines = ["sample,fastq_1,fastq_2"]
-    for run in runs:
-        if run.status is not RunStatus.FETCHED:
-            continue
-        folder = genomes / run.accession
-        names = sorted(Path(path).name for path in run.fastq_files)
-        first = next((n for n in names if n.endswith("_1.fastq.gz")), names[0] if names else "")
-        second = next((n for n in names if n.endswith("_2.fastq.gz")), "")
-        paths = [str((folder / n).resolve()) if n else "" for n in (first, second)]
-        lines.append(",".join([run.accession, *paths]))
-    genomes.mkdir(parents=True, exist_ok=True)
-    target = genomes / "samplesheet.csv"
-    atomic_write_text(target, "\n".join(lines) + "\n")
-    return target

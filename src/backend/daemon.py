@@ -8,7 +8,6 @@ start resumes from the registry and the worker records.
 
 from __future__ import annotations
 
-import importlib
 import signal
 import threading
 import time
@@ -18,20 +17,11 @@ from typing import Any
 
 from loguru import logger
 
-from backend.errors import UsageError
 from backend.jobs import Jobs
 from backend.metrics import DaemonStatus, record_job
+from backend.preflight import preflight
 from backend.settings import Settings
 from backend.timeutil import utc_now
-
-
-def startup_problems(settings: Settings) -> list[str]:
-    """What stops `serve` from starting with this backend, each saying what to set."""
-    if settings.backend == "local":
-        return []
-    # Imported only when chosen: paramiko and python-digitalocean stay out of the local path.
-    module = importlib.import_module(f"backend.compute.{settings.backend}")
-    return module.startup_problems(settings)
 
 
 def guarded(name: str, step: Callable[[], str], status: DaemonStatus) -> Callable[[], None]:
@@ -124,9 +114,7 @@ class Service:
 
 
 def serve(settings: Settings) -> int:
-    problems = startup_problems(settings)
-    if problems:
-        raise UsageError("cannot start: " + " ".join(problems))
+    preflight(settings)
     service = Service(settings)
     signal.signal(signal.SIGTERM, service.request_stop)
     signal.signal(signal.SIGINT, service.request_stop)

@@ -28,6 +28,10 @@ from backend.workers import Phase, WorkerRecord, WorkerStore, new_token, token_h
 ACTOR = "dispatcher"
 
 
+class _Taken(Exception):
+    """Inside a claim: the plan no longer holds (raised to roll the claim back)."""
+
+
 @dataclass
 class DispatchReport:
     started: list[str] = field(default_factory=list)
@@ -54,6 +58,11 @@ class Dispatcher:
         live = self.store.live()
         return max(0, min(self.settings.max_workers - len(live), self.backend.slots(live)))
 
+    def _planning_window(self, slots: int) -> int:
+        """How many pending runs to plan from: enough to fill every free slot, not a whole
+        million-run list."""
+        return max(1, slots) * self.settings.chunk_max_runs * 4
+
     def outbox(self, name: str) -> Path:
         return Path(self.settings.data_dir) / "outbox" / name
 
@@ -62,14 +71,13 @@ class Dispatcher:
         """Start as many workers for this taxon's pending runs as the caps allow."""
         report = DispatchReport()
         log = taxon_log(taxon_id)
-        accessions = AccessionList(self.settings.data_dir, taxon_id)
-        pending = [r for r in accessions.load().values()
-                   if r.wanted and r.status is RunStatus.PENDING]
+        accessions = AccessionList.of(self.settings, taxon_id)
+        slots = self.free_slots()
+        pending = accessions.pending(self._planning_window(slots))
         capacity = int(self.backend.disk_bytes() * (1 - self.settings.disk_headroom))
         plan = plan_chunks([Item(r.accession, r.total_bytes) for r in pending], capacity,
                            self.settings.chunk_max_runs)
         report.too_large = self._exclude_too_large(accessions, plan.too_large, capacity)
-        slots = self.free_slots()
         chunks = plan.chunks[:slots]
         if not plan.chunks:
             settle_taxon(self.settings, self.registry, self.store, taxon_id, ACTOR)
@@ -89,6 +97,9 @@ class Dispatcher:
             if stopping():
                 break
             name = self._claim(taxon_id, [runs[i.key] for i in items])
+            if name is None:
+                report.waiting = "another dispatcher took these runs or the last free slot"
+                break
             if self._start(name):
                 report.started.append(name)
         settle_taxon(self.settings, self.registry, self.store, taxon_id, ACTOR)
@@ -98,7 +109,7 @@ class Dispatcher:
                            capacity: int) -> list[str]:
         if not items:
             return []
-        with accessions.transaction() as runs:
+        with accessions.edit(item.key for item in items) as runs:
             for item in items:
                 runs[item.key].exclude(
                     Exclusion.TOO_LARGE,
@@ -122,21 +133,35 @@ class Dispatcher:
         taxon_log(taxon_id).warning(reason)
         return False
 
-    def _claim(self, taxon_id: int, runs: Sequence[Run]) -> str:
-        """Write the folder, the record and the assignments: everything but the start."""
-        chunk = self.store.next_chunk(taxon_id)
-        name = worker_name(taxon_id, chunk)
+    def _claim(self, taxon_id: int, runs: Sequence[Run]) -> str | None:
+        """Write the folder, then in one transaction the record and the assignments.
+
+        The transaction re-checks what the plan assumed: the cap on live workers still has room
+        and every run is still pending. Another process (an overlapping `tick`) that got there
+        first makes this claim give up (None) rather than share runs or exceed the cap.
+        """
         token = new_token()
+        try:
+            with self.store.db.write() as con:
+                if self.store.live_count(con) >= self.settings.max_workers:
+                    raise _Taken
+                chunk = self.store.next_chunk(taxon_id, con)
+                name = worker_name(taxon_id, chunk)
+                marks = ", ".join("?" * len(runs))
+                claimed = con.execute(
+                    f"UPDATE runs SET status = 'assigned', category = 'assigned', worker = ? "
+                    f"WHERE taxon = ? AND category = 'pending' AND accession IN ({marks})",
+                    (name, taxon_id, *(r.accession for r in runs))).rowcount
+                if claimed != len(runs):
+                    raise _Taken  # rolls the whole claim back
+                self.store.save(WorkerRecord(
+                    name=name, backend=self.backend.name, taxon_id=taxon_id, chunk=chunk,
+                    runs=[r.accession for r in runs], bytes=sum(r.total_bytes for r in runs),
+                    token_sha256=token_hash(token), created_at=utc_now(),
+                ))
+        except _Taken:
+            return None
         self._write_folder(name, taxon_id, chunk, runs, token)
-        self.store.create(WorkerRecord(
-            name=name, backend=self.backend.name, taxon_id=taxon_id, chunk=chunk,
-            runs=[r.accession for r in runs], bytes=sum(r.total_bytes for r in runs),
-            token_sha256=token_hash(token), created_at=utc_now(),
-        ))
-        with AccessionList(self.settings.data_dir, taxon_id).transaction() as rows:
-            for run in runs:
-                rows[run.accession].status = RunStatus.ASSIGNED
-                rows[run.accession].worker = name
         return name
 
     def _write_folder(self, name: str, taxon_id: int, chunk: int, runs: Sequence[Run],
@@ -156,9 +181,9 @@ class Dispatcher:
         except OperationError as exc:
             self._abandon(record, exc)
             return False
-        with AccessionList(self.settings.data_dir, record.taxon_id).transaction() as rows:
-            for accession in record.runs:
-                rows[accession].droplet_ip = record.address
+        with AccessionList.of(self.settings, record.taxon_id).edit(record.runs) as rows:
+            for run in rows.values():
+                run.droplet_ip = record.address
         shutil.rmtree(self.outbox(name), ignore_errors=True)
         log.info("started worker {} on {} ({} runs, {} bytes)", name, record.address or
                  self.backend.name, len(record.runs), record.bytes)
@@ -182,11 +207,9 @@ class Dispatcher:
         shutil.rmtree(self.outbox(record.name), ignore_errors=True)
 
     def _release_runs(self, record: WorkerRecord) -> None:
-        with AccessionList(self.settings.data_dir, record.taxon_id).transaction() as rows:
-            for accession in record.runs:
-                run = rows.get(accession)
-                if run is not None and run.worker == record.name \
-                        and run.status is RunStatus.ASSIGNED:
+        with AccessionList.of(self.settings, record.taxon_id).edit(record.runs) as rows:
+            for run in rows.values():
+                if run.worker == record.name and run.status is RunStatus.ASSIGNED:
                     run.status, run.droplet_ip = RunStatus.PENDING, ""
 
     def resume(self) -> list[str]:
@@ -205,14 +228,14 @@ class Dispatcher:
 
     def _reassign(self, record: WorkerRecord) -> None:
         """Make the claim whole again: runs assigned, the folder and token present."""
-        accessions = AccessionList(self.settings.data_dir, record.taxon_id)
-        with accessions.transaction() as rows:
-            for accession in record.runs:
-                rows[accession].status = RunStatus.ASSIGNED
-                rows[accession].worker = record.name
+        accessions = AccessionList.of(self.settings, record.taxon_id)
+        with accessions.edit(record.runs) as rows:
+            for run in rows.values():
+                run.status, run.worker = RunStatus.ASSIGNED, record.name
         if not (self.outbox(record.name) / "token").exists():
             token = new_token()
-            runs = [accessions.load()[a] for a in record.runs]
+            found = accessions.get(record.runs)
+            runs = [found[a] for a in record.runs if a in found]
             self._write_folder(record.name, record.taxon_id, record.chunk, runs, token)
             with self.store.edit(record.name) as current:
                 current.token_sha256 = token_hash(token)

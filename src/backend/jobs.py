@@ -43,7 +43,7 @@ class Jobs:
     @classmethod
     def build(cls, settings: Settings, backend: ComputeBackend | None = None) -> Jobs:
         return cls(settings, backend or make_backend(settings), Registry.from_settings(settings),
-                   WorkerStore(settings.data_dir))
+                   WorkerStore.of(settings))
 
     @property
     def dispatcher(self) -> Dispatcher:

@@ -18,9 +18,10 @@ from prometheus_client import Counter as PromCounter
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from backend.accessions import AccessionList, RunStatus
+from backend.accessions import counts_by_taxon
 from backend.registry import Registry
 from backend.settings import Settings
+from backend.store import database_of
 from backend.timeutil import utc_now
 from backend.workers import WorkerStore
 
@@ -85,16 +86,15 @@ class StateCollector(Collector):
         workers = GaugeMetricFamily("microfetch_live_workers", "Live workers, by backend.",
                                     labels=["backend"])
         for backend, count in sorted(Counter(r.backend for r in
-                                             WorkerStore(self.settings.data_dir).live()).items()):
+                                             WorkerStore.of(self.settings).live()).items()):
             workers.add_metric([backend], count)
         yield workers
-        fetched = runs = size = 0
-        for row in rows:
-            for run in AccessionList(self.settings.data_dir, row.taxonomy_id).load().values():
-                runs += run.wanted
-                if run.status is RunStatus.FETCHED:
-                    fetched += 1
-                    size += run.total_bytes
+        counts = counts_by_taxon(database_of(self.settings))
+        registered = {row.taxonomy_id for row in rows}
+        mine = [c for taxon, c in counts.items() if taxon in registered]
+        runs = sum(c[k]["runs"] for c in mine for k in ("pending", "assigned", "fetched"))
+        fetched = sum(c["fetched"]["runs"] for c in mine)
+        size = sum(c["fetched"]["bytes"] for c in mine)
         yield GaugeMetricFamily("microfetch_runs_wanted", "Runs selected, all taxa.", value=runs)
         yield GaugeMetricFamily("microfetch_runs_fetched", "Runs fetched and verified.",
                                 value=fetched)

@@ -8,24 +8,28 @@ URL or a command. Re-filtering never loses a run's assignment or fetched state.
 from __future__ import annotations
 
 import csv
+import itertools
 import re
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from backend.accessions import AccessionList, Exclusion, Run, RunStatus
+from backend.accessions import BATCH, AccessionList, Exclusion, Run, RunStatus
 from backend.collect import settle_taxon
 from backend.fetch_accession_links import metadata_path
 from backend.logs import taxon_log
 from backend.registry import Registry
 from backend.settings import Settings
+from backend.store import Database
 from backend.workers import WorkerStore
 
 ACCESSION = re.compile(r"^[EDS]RR\d{6,12}$")
 MD5 = re.compile(r"^[0-9a-fA-F]{32}$")
 PAIRED_FILE = re.compile(r"_[12]\.f(?:ast)?q(?:\.gz)?$")
+#: Runs decided and written per database transaction.
+FILTER_BATCH = 5000
 PATH = re.compile(r"^(?P<host>[A-Za-z0-9.-]+(?::\d{1,5})?)/(?P<rest>[A-Za-z0-9._/+-]+)$")
 
 
@@ -125,51 +129,67 @@ def _metadata_rows(path: Path) -> Iterator[dict[str, str]]:
         yield from csv.DictReader(handle)
 
 
-def selected_elsewhere(settings: Settings, registry: Registry, taxon_id: int) -> dict[str, int]:
-    """Runs wanted under another taxon of the registry: run accession -> that taxon."""
-    owners: dict[str, int] = {}
-    for row in registry.load():
-        if row.taxonomy_id == taxon_id:
-            continue
-        for run in AccessionList(settings.data_dir, row.taxonomy_id).load().values():
-            if run.wanted:
-                owners.setdefault(run.accession, row.taxonomy_id)
-    return owners
+def selected_elsewhere(db: Database, taxa: Sequence[int], taxon_id: int,
+                       accessions: Sequence[str]) -> dict[str, int]:
+    """Of these runs, those wanted under another taxon of the registry: run -> that taxon
+    (the first in registry order). One indexed query per batch, not a load of every list."""
+    others = {taxon: order for order, taxon in enumerate(taxa) if taxon != taxon_id}
+    owners: dict[str, tuple[int, int]] = {}
+    for start in range(0, len(accessions), BATCH):
+        part = accessions[start:start + BATCH]
+        marks = ", ".join("?" * len(part))
+        for accession, taxon in db.query(
+                f"SELECT accession, taxon FROM runs WHERE accession IN ({marks}) "
+                f"AND is_excluded = 0 AND taxon != ?", (*part, taxon_id)):
+            if taxon in others and (accession not in owners
+                                    or others[taxon] < owners[accession][0]):
+                owners[accession] = (others[taxon], taxon)
+    return {accession: taxon for accession, (_, taxon) in owners.items()}
 
 
 def filter_taxon(settings: Settings, registry: Registry, taxon_id: int,
                  now: datetime) -> FilterResult:
-    """Decide every run of the taxon and write its accession list, streaming."""
-    registry.get(taxon_id)
-    owners = selected_elsewhere(settings, registry, taxon_id)
+    """Decide every run of the taxon and store the decisions, a batch at a time."""
+    taxa = [row.taxonomy_id for row in registry.load()]
+    if taxon_id not in taxa:
+        registry.get(taxon_id)  # raises the error that names the registry
+    accessions = AccessionList.of(settings, taxon_id)
     result = FilterResult()
-    with AccessionList(settings.data_dir, taxon_id).rewrite() as (current, write):
-        for row in _metadata_rows(metadata_path(settings.data_dir, taxon_id)):
-            decision = decide(row, settings)
-            accession = row.get("run_accession", "")
-            if decision.files is not None and accession in owners:
-                decision = Decision(None, Exclusion.DUPLICATE,
-                                    f"selected under taxon {owners[accession]}")
-            if decision.exclusion is Exclusion.BAD_ACCESSION:
-                accession = re.sub(r"[^\w.-]", "?", accession)[:40] or "?"
-            run = current.pop(accession, None) or Run(accession)
-            result.back_to_pending += _apply(run, decision)
-            _count(result, run)
-            write(run)
-        for run in current.values():  # runs ENA no longer lists for this taxon keep their state
-            _count(result, run)
-            write(run)
-    settle_taxon(settings, registry, WorkerStore(settings.data_dir), taxon_id, "filter")
+    rows = _metadata_rows(metadata_path(settings.data_dir, taxon_id))
+    while batch := list(itertools.islice(rows, FILTER_BATCH)):
+        decided = [_decided(row, settings) for row in batch]
+        owners = selected_elsewhere(accessions.db, taxa, taxon_id,
+                                    [a for a, d in decided if d.files is not None])
+        with accessions.edit(a for a, _ in decided) as runs:
+            for accession, decision in decided:
+                if decision.files is not None and accession in owners:
+                    decision = Decision(None, Exclusion.DUPLICATE,
+                                        f"selected under taxon {owners[accession]}")
+                run = runs.setdefault(accession, Run(accession))
+                result.back_to_pending += _apply(run, decision)
+    # Runs ENA no longer lists for this taxon keep their state; all count in the result.
+    _count(result, accessions)
+    settle_taxon(settings, registry, WorkerStore.of(settings), taxon_id, "filter")
     taxon_log(taxon_id).info("selected {} runs; excluded {}", result.selected,
                              dict(result.excluded))
     return result
 
 
-def _count(result: FilterResult, run: Run) -> None:
-    if run.wanted:
-        result.selected += 1
-    else:
-        result.excluded[run.exclusion_code] += 1
+def _decided(row: Mapping[str, str], settings: Settings) -> tuple[str, Decision]:
+    decision = decide(row, settings)
+    accession = row.get("run_accession", "")
+    if decision.exclusion is Exclusion.BAD_ACCESSION:
+        accession = re.sub(r"[^\w.-]", "?", accession)[:40] or "?"
+    return accession, decision
+
+
+def _count(result: FilterResult, accessions: AccessionList) -> None:
+    counts = accessions.counts()
+    result.selected = sum(counts[c]["runs"] for c in ("pending", "assigned", "fetched"))
+    for code, count in accessions.db.query(
+            "SELECT substr(exclusion_reason, 1, instr(exclusion_reason, ':') - 1), count(*) "
+            "FROM runs WHERE taxon = ? AND is_excluded = 1 GROUP BY 1", (accessions.taxon_id,)):
+        result.excluded[code] += count
 
 
 def _apply(run: Run, decision: Decision) -> int:

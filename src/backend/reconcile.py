@@ -94,10 +94,9 @@ def close_record(settings: Settings, store: WorkerStore, registry: Registry,
             current = store.get(record.name)
             if current is None or current.phase is Phase.DESTROYED:
                 return False
-            with AccessionList(settings.data_dir, record.taxon_id).transaction() as runs:
-                for accession in record.runs:
-                    run = runs.get(accession)
-                    if run and run.status is RunStatus.ASSIGNED and run.worker == record.name:
+            with AccessionList.of(settings, record.taxon_id).edit(record.runs) as runs:
+                for run in runs.values():
+                    if run.status is RunStatus.ASSIGNED and run.worker == record.name:
                         run.status, run.droplet_ip, run.last_error = RunStatus.PENDING, "", reason
             with store.edit(record.name) as edited:
                 edited.phase, edited.last_error = Phase.DESTROYED, reason

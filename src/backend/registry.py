@@ -7,23 +7,26 @@ file atomically and appends one history line per changed field.
 
 from __future__ import annotations
 
-import copy
 import csv
 import getpass
+import hashlib
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
-from backend.errors import RegistryError, UnknownTaxonError
+from backend.errors import RegistryError, UnknownTaxonError, UsageError
 from backend.statefile import append_line, atomic_write_text, locked, render_csv
+from backend.store import Database, database_of
 from backend.timeutil import format_time, parse_time, utc_now
 
 MAX_TAXON_ID = 2_147_483_647
+#: Priorities are whole numbers within this bound (a CSV cell, sorted as an integer).
+MAX_PRIORITY = 1_000_000_000
 
 
 class Stage(StrEnum):
@@ -212,16 +215,25 @@ class Table(dict[int, Taxon]):
 
 
 class Registry:
-    """Reads and changes ``microfetch.csv`` under the lock discipline of :mod:`statefile`."""
+    """Reads and changes ``microfetch.csv`` under the lock discipline of :mod:`statefile`.
 
-    def __init__(self, path: Path, history_path: Path, history_max_bytes: int = 10_000_000):
+    History rows live in the state database. A change writes them first, marked with the
+    batch of the file write they belong to, then replaces the file, then clears the mark; a
+    crash in between is repaired by the next writer, which keeps the rows when the file on
+    disk is the one they describe and drops them otherwise. They never diverge.
+    """
+
+    def __init__(self, path: Path, db: Database, history_path: Path | None = None,
+                 history_max_bytes: int = 10_000_000) -> None:
         self.path = Path(path)
-        self.history_path = Path(history_path)
+        self.db = db
+        self.history_path = Path(history_path) if history_path else None
         self.history_max_bytes = history_max_bytes
 
     @classmethod
     def from_settings(cls, settings: Any) -> Registry:
-        return cls(settings.csv_path, settings.history_path, settings.history_max_bytes)
+        return cls(settings.csv_path, database_of(settings), settings.history_path,
+                   settings.history_max_bytes)
 
     # Reading -------------------------------------------------------------------------------
 
@@ -239,7 +251,7 @@ class Registry:
         """Rows and whether the header lacks columns (an older file)."""
         if not self.path.exists():
             return [], True
-        with open(self.path, newline="", encoding="utf-8-sig") as handle:
+        with self._open() as handle:
             reader = csv.reader(handle)
             header = next(reader, None)
             if header is None:
@@ -271,6 +283,18 @@ class Registry:
                 rows.append(taxon)
         return rows, tuple(header) != COLUMNS
 
+    def _open(self) -> TextIO:
+        try:
+            return open(self.path, newline="", encoding="utf-8-sig")
+        except OSError as exc:
+            raise self._unusable(exc) from None
+
+    def _unusable(self, exc: OSError) -> UsageError:
+        return UsageError(
+            f"cannot read the registry {self.path}: {exc.strerror or exc}. Set MICROFETCH_CSV "
+            "to a CSV file this user can read and write (it is created when missing)"
+        )
+
     def _check_header(self, header: list[str]) -> None:
         unknown = [name for name in header if name not in COLUMNS]
         if unknown:
@@ -286,33 +310,48 @@ class Registry:
 
     # Writing -------------------------------------------------------------------------------
 
-    def ensure_ready(self) -> None:
-        """Create a missing file with the header; give an older file the newer columns."""
-        if self.path.exists() and self.path.stat().st_size > 0:
+    def ensure_ready(self) -> bool:
+        """Create a missing file with the header; give an older file the newer columns.
+
+        Returns True when the file was created (callers tell the person which file it is).
+        """
+        if self.path.exists() and (self.path.is_dir() or self.path.stat().st_size > 0):
             rows, outdated = self._read()
             if not outdated:
-                return
-        with locked(self.path):
-            rows, outdated = self._read()
-            if outdated or not self.path.exists():
-                self._write(rows)
+                return False
+        try:
+            with locked(self.path):
+                created = not self.path.exists()
+                rows, outdated = self._read()
+                if outdated or created:
+                    self._write(rows)
+        except OSError as exc:
+            raise self._unusable(exc) from None
+        return created
 
     @contextmanager
     def transaction(self, actor: str | None = None) -> Iterator[Table]:
         """Lock, re-read, let the caller change rows, then write and record history.
 
-        An exception inside the block leaves the file untouched.
+        An exception inside the block, or a value of the wrong type, leaves the file untouched.
         """
         with locked(self.path):
+            self._repair_history()
             rows, outdated = self._read()
-            before = {row.taxonomy_id: copy.deepcopy(row) for row in rows}
+            before = {row.taxonomy_id: row.to_text() for row in rows}
             table = Table(rows, self.path)
             yield table
-            changes = _diff(before, table)
-            if changes or outdated:
-                self._write(list(table.values()))
-            if changes:
-                self._record(changes, actor or default_actor())
+            after = {taxon_id: _checked(row).to_text() for taxon_id, row in table.items()}
+            changes = _diff(before, after)
+            if not (changes or outdated):
+                return
+            text = render_csv(COLUMNS, [[values[c] for c in COLUMNS] for values in
+                                        after.values()])
+            batch = self._open_batch(changes, actor or default_actor(), text) if changes \
+                else None
+            atomic_write_text(self.path, text)
+            if batch is not None:
+                self._close_batch(batch)
 
     def update(self, taxon_id: int, actor: str | None = None, **changes: Any) -> Taxon:
         """Change fields of one row; returns the row as written."""
@@ -322,55 +361,124 @@ class Registry:
                 if not hasattr(row, name) or name == "taxonomy_id":
                     raise AttributeError(f"registry rows have no settable field {name!r}")
                 setattr(row, name, value)
-            return copy.deepcopy(row)
+            return replace(row)
 
     def _write(self, rows: list[Taxon]) -> None:
         text = render_csv(COLUMNS, [[row.to_text()[c] for c in COLUMNS] for row in rows])
         atomic_write_text(self.path, text)
 
-    def _record(self, changes: list[dict[str, Any]], actor: str) -> None:
-        stamp = format_time(utc_now())
-        for change in changes:
-            entry = {"time": stamp, **change, "actor": actor}
-            append_line(self.history_path, json.dumps(entry), self.history_max_bytes)
+    # History -------------------------------------------------------------------------------
+
+    def _open_batch(self, changes: list[dict[str, Any]], actor: str,
+                    text: str) -> tuple[str, list[dict[str, Any]]]:
+        """Write the history rows of a file write about to happen, marked open."""
+        batch = hashlib.sha256(text.encode("utf-8")).hexdigest()
+        return batch, self._insert(changes, actor, batch)
+
+    def _close_batch(self, batch: tuple[str, list[dict[str, Any]]]) -> None:
+        with self.db.write() as con:
+            con.execute("UPDATE history SET batch = NULL WHERE batch = ?", (batch[0],))
+        self._export(batch[1])
+
+    def _repair_history(self) -> None:
+        """Settle batches a crash left open (the caller holds the registry lock)."""
+        open_batches = [row[0] for row in self.db.query(
+            "SELECT DISTINCT batch FROM history WHERE batch IS NOT NULL")]
+        if not open_batches:
+            return
+        current = hashlib.sha256(self.path.read_bytes()).hexdigest() \
+            if self.path.is_file() else ""
+        with self.db.write() as con:
+            for batch in open_batches:
+                if batch == current:  # the file was written: its history stands
+                    con.execute("UPDATE history SET batch = NULL WHERE batch = ?", (batch,))
+                else:  # the write never happened: neither did its history
+                    con.execute("DELETE FROM history WHERE batch = ?", (batch,))
+
+    def _insert(self, changes: list[dict[str, Any]], actor: str,
+                batch: str | None) -> list[dict[str, Any]]:
+        entries = [{"time": format_time(utc_now()), **c, "actor": actor} for c in changes]
+        with self.db.write() as con:
+            con.executemany(
+                "INSERT INTO history (time, taxon, field, old, new, actor, batch) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [(e["time"], e["taxon"], e["field"], json.dumps(e["old"]), json.dumps(e["new"]),
+                  actor, batch) for e in entries])
+        return entries
+
+    def _export(self, entries: list[dict[str, Any]]) -> None:
+        """Append to the JSON-lines history, for people who tail it."""
+        if self.history_path is None:
+            return
+        with locked(self.history_path):
+            for entry in entries:
+                append_line(self.history_path, json.dumps(entry), self.history_max_bytes)
 
     def note(self, taxon_id: int, event: str, value: Any, actor: str | None = None) -> None:
         """Record an event that is not a column change (a cost estimate, an alert sent)."""
-        with locked(self.path):
-            self._record([{"taxon": taxon_id, "field": event, "old": None, "new": value}],
-                         actor or default_actor())
+        changes = [{"taxon": taxon_id, "field": event, "old": None, "new": value}]
+        self._export(self._insert(changes, actor or default_actor(), None))
 
-    def history(self, taxon_id: int | None = None, limit: int = 200) -> list[dict[str, Any]]:
-        """The newest history entries (of one taxon), oldest first."""
-        if not self.history_path.exists():
-            return []
-        entries = []
-        with open(self.history_path, encoding="utf-8") as handle:
-            for line in handle:
-                try:
-                    entry = json.loads(line)
-                except json.JSONDecodeError:
-                    continue
-                if taxon_id is None or entry.get("taxon") == taxon_id:
-                    entries.append(entry)
-        return entries[-limit:]
+    def history(self, taxon_id: int | None = None, limit: int = 200,
+                before: int | None = None) -> list[dict[str, Any]]:
+        """The newest history entries (of one taxon), oldest first; ``before`` pages back
+        by entry id."""
+        where = ["batch IS NULL"]
+        params: list[Any] = []
+        if taxon_id is not None:
+            where.append("taxon = ?")
+            params.append(taxon_id)
+        if before is not None:
+            where.append("id < ?")
+            params.append(before)
+        rows = self.db.query(
+            f"SELECT id, time, taxon, field, old, new, actor FROM history "
+            f"WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT ?", [*params, limit])
+        return [_entry(row[1:]) | {"id": row[0]} for row in reversed(rows)]
 
 
-def _diff(before: dict[int, Taxon], after: Table) -> list[dict[str, Any]]:
+def _entry(row: Any) -> dict[str, Any]:
+    time, taxon, field, old, new, actor = row
+    return {"time": time, "taxon": taxon, "field": field, "old": json.loads(old or "null"),
+            "new": json.loads(new or "null"), "actor": actor}
+
+
+def _checked(row: Taxon) -> Taxon:
+    """Refuse a value of the wrong type before it reaches the file (it could not be read)."""
+    expect = {"scientific_name": str, "needs_attention": str, "droplet_ips": tuple}
+    problems = [f"{name} must be {kind.__name__}, not {getattr(row, name)!r}"
+                for name, kind in expect.items() if not isinstance(getattr(row, name), kind)]
+    if type(row.priority) is not int:  # bool is an int subclass: refuse it too
+        problems.append(f"priority must be a whole number, not {row.priority!r}")
+    elif abs(row.priority) > MAX_PRIORITY:
+        problems.append(f"priority {row.priority} is outside ±{MAX_PRIORITY}")
+    if type(row.generated_warning) is not bool:
+        problems.append(f"generated_warning must be True or False, not {row.generated_warning!r}")
+    if not isinstance(row.stage, Stage) or not isinstance(row.last_run_status, Status):
+        problems.append("stage and last_run_status must be a Stage and a Status")
+    if row.last_checked is not None and not isinstance(row.last_checked, datetime):
+        problems.append(f"last_checked must be a time, not {row.last_checked!r}")
+    if problems:
+        raise UsageError(f"taxon {row.taxonomy_id}: " + "; ".join(problems)
+                         + ". Nothing was changed.")
+    return row
+
+
+def _diff(before: dict[int, dict[str, str]],
+          after: dict[int, dict[str, str]]) -> list[dict[str, Any]]:
     """History entries, one per added row, removed row and changed field."""
     changes: list[dict[str, Any]] = []
-    for taxon_id, row in after.items():
-        old = before.get(taxon_id)
-        if old is None:
-            changes.append({"taxon": taxon_id, "field": "row", "old": None, "new": row.to_text()})
+    for taxon_id, new_text in after.items():
+        old_text = before.get(taxon_id)
+        if old_text is None:
+            changes.append({"taxon": taxon_id, "field": "row", "old": None, "new": new_text})
             continue
-        old_text, new_text = old.to_text(), row.to_text()
         for name in COLUMNS:
             if old_text[name] != new_text[name]:
                 changes.append(
                     {"taxon": taxon_id, "field": name, "old": old_text[name], "new": new_text[name]}
                 )
-    for taxon_id, old in before.items():
+    for taxon_id, old_text in before.items():
         if taxon_id not in after:
-            changes.append({"taxon": taxon_id, "field": "row", "old": old.to_text(), "new": None})
+            changes.append({"taxon": taxon_id, "field": "row", "old": old_text, "new": None})
     return changes

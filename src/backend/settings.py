@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from backend.errors import SettingsError
+from backend.preflight import bundled_pipeline_dir
 
 Parser = Callable[[str], Any]
 
@@ -152,14 +153,26 @@ class Settings:
         "Folder for the main log and one log per taxon (`<taxon_id>.log`).",
         shown="<data dir>/logs",
     )
+    db_path: Path | None = _setting(
+        "MICROFETCH_DB", None, _optional_path,
+        "SQLite database of runs, workers and history; keep it on a local disk (SQLite's "
+        "locks are not safe on NFS or SMB).",
+        shown="<data dir>/microfetch.sqlite",
+    )
+    export_seconds: int = _setting(
+        "MICROFETCH_EXPORT_SECONDS", 300, _int(0, unit=" of seconds"),
+        "The daemon rewrites a taxon's `ENA_accession_numbers/<taxon_id>.csv` and "
+        "`samplesheet.csv` at most this often (and when the taxon completes).",
+    )
     history_path: Path | None = _setting(
         "MICROFETCH_HISTORY", None, _optional_path,
-        "JSON-lines log of every registry change (time, taxon, field, old, new, actor).",
+        "JSON-lines copy of the history (time, taxon, field, old, new, actor), appended as it "
+        "happens, for people who tail it; `microfetch history` queries the database.",
         shown="<data dir>/history.jsonl",
     )
     history_max_bytes: int = _setting(
         "MICROFETCH_HISTORY_MAX_BYTES", 10_000_000, _int(10_000, unit=" of bytes"),
-        "Size at which the history log is rotated (5 old files are kept).",
+        "Size at which the JSON-lines history is rotated (5 old files are kept).",
     )
     log_json: bool = _setting(
         "MICROFETCH_LOG_JSON", False, _bool, "Write log files as JSON lines instead of text."
@@ -170,8 +183,10 @@ class Settings:
     )
     pipeline_dir: Path | None = _setting(
         "MICROFETCH_PIPELINE_DIR", None, _optional_path,
-        "Folder of the worker pipeline (`main.nf`, `bin/`) copied to each worker.",
-        shown="the `nextflow/` folder of this checkout",
+        "Folder of the worker pipeline (`main.nf`, `bin/`) copied to each worker; by default "
+        "the pipeline installed with microfetch (the `nextflow/` folder of the repository, "
+        "shipped inside the wheel).",
+        shown="the installed pipeline",
     )
 
     # ENA
@@ -382,25 +397,18 @@ class Settings:
             object.__setattr__(self, "log_dir", self.data_dir / "logs")
         if self.history_path is None:
             object.__setattr__(self, "history_path", self.data_dir / "history.jsonl")
+        if self.db_path is None:
+            object.__setattr__(self, "db_path", self.data_dir / "microfetch.sqlite")
         if not self.callback_url:
             host, _, port = self.bind.rpartition(":")
             host = "127.0.0.1" if host in {"0.0.0.0", "::", "[::]"} else host
             object.__setattr__(self, "callback_url", f"http://{host}:{port}")
         if self.pipeline_dir is None:
-            object.__setattr__(self, "pipeline_dir", _default_pipeline_dir())
+            object.__setattr__(self, "pipeline_dir", bundled_pipeline_dir())
 
     def with_overrides(self, **changes: Any) -> Settings:
         """A copy with some fields changed (tests, the demo)."""
         return replace(self, **changes)
-
-
-def _default_pipeline_dir() -> Path:
-    here = Path(__file__).resolve()
-    for parent in here.parents:
-        candidate = parent / "nextflow"
-        if (candidate / "main.nf").exists():
-            return candidate
-    return here.parents[2] / "nextflow"
 
 
 def setting_specs() -> list[dict[str, Any]]:

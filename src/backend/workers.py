@@ -1,25 +1,27 @@
-"""Worker records, ``workers/<name>.json``: one per worker, changed under the lock discipline.
+"""Worker records: one per worker, a row of the state database.
 
 A record is written *before* the worker is started (claim before acting), so a worker created
 just before a crash is found again by its name and tags, never leaked and never duplicated.
+Records of destroyed workers are kept a while for the pages, then pruned.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import secrets
+import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
-from pathlib import Path
 from typing import Any
 
 from backend.errors import UsageError
-from backend.statefile import locked, read_json, write_json
-from backend.timeutil import format_time, parse_time
+from backend.store import Database, database_of
+from backend.timeutil import format_time, parse_time, utc_now
 
 NAME_PATTERN = re.compile(r"^mf-(?P<taxon>\d+)-(?P<chunk>\d+)-(?P<suffix>[0-9a-f]{6})$")
 
@@ -95,61 +97,86 @@ class WorkerRecord:
 
 
 class WorkerStore:
-    """All worker records under ``<data dir>/workers/``."""
+    """All worker records, in the state database."""
 
-    def __init__(self, data_dir: Path) -> None:
-        self.folder = Path(data_dir) / "workers"
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        #: Lock files of collections in progress (one per worker) live here.
+        self.folder = db.data_dir / "workers"
 
-    def path(self, name: str) -> Path:
-        parse_worker_name(name)  # names become paths: refuse anything else
-        return self.folder / f"{name}.json"
+    @classmethod
+    def of(cls, settings: Any) -> WorkerStore:
+        return cls(database_of(settings))
 
     def get(self, name: str) -> WorkerRecord | None:
-        path = self.path(name)
-        return WorkerRecord.from_json(read_json(path)) if path.exists() else None
+        parse_worker_name(name)
+        rows = self.db.query("SELECT record FROM workers WHERE name = ?", (name,))
+        return _record(rows[0][0]) if rows else None
 
     def all(self) -> list[WorkerRecord]:
-        if not self.folder.exists():
-            return []
-        records = []
-        for path in sorted(self.folder.glob("mf-*.json")):
-            try:
-                records.append(WorkerRecord.from_json(read_json(path)))
-            except FileNotFoundError:
-                continue  # removed while listing
-        return records
+        return [_record(row[0]) for row in self.db.query("SELECT record FROM workers "
+                                                         "ORDER BY name")]
 
     def live(self) -> list[WorkerRecord]:
-        return [r for r in self.all() if r.phase is not Phase.DESTROYED]
+        """Every worker not yet destroyed (an index keeps this fast however many were)."""
+        return [_record(row[0]) for row in self.db.query(
+            "SELECT record FROM workers WHERE phase != 'destroyed' ORDER BY name")]
+
+    def live_count(self, con: sqlite3.Connection | None = None) -> int:
+        con = con or self.db.connection()
+        return con.execute("SELECT count(*) FROM workers WHERE phase != 'destroyed'"
+                           ).fetchone()[0]
 
     def create(self, record: WorkerRecord) -> None:
-        path = self.path(record.name)
-        with locked(path):
-            if path.exists():
+        with self.db.write() as con:
+            if con.execute("SELECT 1 FROM workers WHERE name = ?", (record.name,)).fetchone():
                 raise UsageError(f"worker record {record.name} already exists")
-            write_json(path, record.to_json())
+            _put(con, record)
 
     def save(self, record: WorkerRecord) -> None:
         """Write a record a caller holds (a backend filling in what it created)."""
-        path = self.path(record.name)
-        with locked(path):
-            write_json(path, record.to_json())
+        with self.db.write() as con:
+            _put(con, record)
 
-    def next_chunk(self, taxon_id: int) -> int:
+    def next_chunk(self, taxon_id: int, con: sqlite3.Connection | None = None) -> int:
         """A chunk number not used before for this taxon (records are kept after destroy)."""
-        used = [r.chunk for r in self.all() if r.taxon_id == taxon_id]
-        return max(used, default=-1) + 1
+        con = con or self.db.connection()
+        used = con.execute("SELECT max(chunk) FROM workers WHERE taxon = ?",
+                           (taxon_id,)).fetchone()[0]
+        return 0 if used is None else used + 1
 
     @contextmanager
     def edit(self, name: str) -> Iterator[WorkerRecord]:
-        """Lock, re-read, let the caller change the record, write it atomically."""
-        path = self.path(name)
-        with locked(path):
-            record = WorkerRecord.from_json(read_json(path))
+        """One transaction: re-read, let the caller change the record, write it."""
+        parse_worker_name(name)
+        with self.db.write() as con:
+            row = con.execute("SELECT record FROM workers WHERE name = ?", (name,)).fetchone()
+            if row is None:
+                raise UsageError(f"no worker record {name}")
+            record = _record(row[0])
             yield record
-            write_json(path, record.to_json())
+            _put(con, record)
 
     def delete(self, name: str) -> None:
-        path = self.path(name)
-        with locked(path):
-            path.unlink(missing_ok=True)
+        with self.db.write() as con:
+            con.execute("DELETE FROM workers WHERE name = ?", (name,))
+
+    def prune(self, older_than: timedelta, now: datetime | None = None) -> int:
+        """Forget destroyed workers last changed before ``now - older_than``."""
+        cutoff = format_time((now or utc_now()) - older_than)
+        with self.db.write() as con:
+            return con.execute("DELETE FROM workers WHERE phase = 'destroyed' AND "
+                               "updated_at < ?", (cutoff,)).rowcount
+
+
+def _record(text: str) -> WorkerRecord:
+    return WorkerRecord.from_json(json.loads(text))
+
+
+def _put(con: sqlite3.Connection, record: WorkerRecord) -> None:
+    con.execute(
+        "INSERT INTO workers (name, taxon, chunk, backend, phase, updated_at, record) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET phase = excluded.phase, "
+        "backend = excluded.backend, updated_at = excluded.updated_at, record = excluded.record",
+        (record.name, record.taxon_id, record.chunk, record.backend, record.phase.value,
+         format_time(utc_now()), json.dumps(record.to_json(), sort_keys=True)))

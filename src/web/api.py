@@ -53,8 +53,9 @@ def get_taxon(taxon: str) -> ResponseReturnValue:
         row = registry.get(taxon_id)
     except UnknownTaxonError as exc:
         return jsonify(error=str(exc)), 404
-    return jsonify(taxon_state(settings(), row, registry.history(taxon_id),
-                               WorkerStore(settings().data_dir).live()))
+    history = registry.history(taxon_id, limit=1)
+    return jsonify(taxon_state(settings(), row, history[-1]["time"] if history else "",
+                               WorkerStore.of(settings()).live()))
 
 
 @bp.post("/taxa")

@@ -45,7 +45,7 @@ def body_problem(body: Any) -> str:
 @bp.post("/api/workers/<name>/callback")
 def callback(name: str) -> ResponseReturnValue:
     settings = current_app.config["MICROFETCH_SETTINGS"]
-    store = WorkerStore(settings.data_dir)
+    store = WorkerStore.of(settings)
     record = store.get(name) if NAME_PATTERN.match(name) else None
     if record is None:
         return refuse("unknown_worker", 404, f"no worker named {name!r}")

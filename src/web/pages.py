@@ -17,7 +17,6 @@ from flask import (
 from flask.typing import ResponseReturnValue
 from markupsafe import Markup
 
-from backend.accessions import AccessionList
 from backend.add_taxa import add_taxa, summary
 from backend.errors import UnknownTaxonError
 from backend.registry import Registry
@@ -67,12 +66,13 @@ def taxon_page(taxon: str) -> ResponseReturnValue:
     except UnknownTaxonError:
         abort(404)
     history = registry.history(taxon_id, limit=2000)
-    runs = list(AccessionList(settings().data_dir, taxon_id).load().values())
-    state = taxon_state(settings(), row, history, WorkerStore(settings().data_dir).live())
+    state = taxon_state(settings(), row, history[-1]["time"] if history else "",
+                        WorkerStore.of(settings()).live())
     changes = [h for h in history if h["field"] in ("last_run_status", "stage", "row",
                                                     "needs_attention")][-30:]
     return render_template(
-        "taxon.html", t=state, by_status=status_counts(runs), by_reason=exclusion_counts(runs),
+        "taxon.html", t=state, by_status=status_counts(settings(), taxon_id),
+        by_reason=exclusion_counts(settings(), taxon_id),
         estimate=last_estimate(history), history=list(reversed(changes)),
         log=log_tail(settings(), taxon_id),
         plot=Markup(runs_over_time({str(taxon_id): fetched_times(settings(), taxon_id)})))

@@ -8,17 +8,20 @@ from html import escape
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b")
 
 
-def runs_over_time(series: dict[str, list[datetime]], width: int = 760,
+def runs_over_time(series: dict[str, list[tuple[datetime, int]]], width: int = 760,
                    height: int = 220) -> str:
-    """A cumulative step line of fetched runs per label; a short note when there is none."""
-    points = [t for times in series.values() for t in times]
+    """A cumulative step line of fetched runs per label; a short note when there is none.
+
+    Each series is (moment, runs fetched so far) points, oldest first.
+    """
+    points = [t for steps in series.values() for t, _ in steps]
     if not points:
         return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="40" '
                 'role="img"><text x="8" y="24" font-size="13">No runs fetched yet.</text></svg>')
     pad, legend = 40, 170
     start, end = min(points), max(points)
     span = max((end - start).total_seconds(), 1.0)
-    top = max(len(times) for times in series.values())
+    top = max((count for steps in series.values() for _, count in steps), default=1) or 1
 
     def xy(moment: datetime, count: int) -> str:
         x = pad + (width - pad - legend) * (moment - start).total_seconds() / span
@@ -34,11 +37,12 @@ def runs_over_time(series: dict[str, list[datetime]], width: int = 760,
              f'<text x="{pad}" y="{height - 12}" font-size="11">{start:%Y-%m-%d %H:%M}</text>',
              f'<text x="{width - legend}" y="{height - 12}" font-size="11" text-anchor="end">'
              f'{end:%Y-%m-%d %H:%M}</text>']
-    for index, (label, times) in enumerate(sorted(series.items())):
+    for index, (label, steps) in enumerate(sorted(series.items())):
         colour = PALETTE[index % len(PALETTE)]
-        coords = [xy(start, 0)]
-        for count, moment in enumerate(sorted(times), start=1):  # a step per fetched run
-            coords += [xy(moment, count - 1), xy(moment, count)]
+        coords, previous = [xy(start, 0)], 0
+        for moment, count in steps:
+            coords += [xy(moment, previous), xy(moment, count)]
+            previous = count
         parts.append(f'<polyline fill="none" stroke="{colour}" stroke-width="2" '
                      f'points="{" ".join(coords)}"><title>{escape(label)}</title></polyline>')
         parts.append(f'<text x="{width - legend + 8}" y="{pad + 14 * index}" font-size="11" '

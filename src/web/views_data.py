@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from backend.accessions import AccessionList, Run, RunStatus
+from backend.accessions import AccessionList, counts_by_taxon, empty_counts
 from backend.logs import taxon_log_path
 from backend.registry import Registry, Taxon
 from backend.settings import Settings
-from backend.timeutil import format_time
+from backend.store import Database, database_of
+from backend.timeutil import format_time, parse_time
 from backend.workers import WorkerRecord, WorkerStore
 
 
@@ -32,16 +32,16 @@ class Progress:
         return round(100.0 * self.fetched / self.wanted, 1) if self.wanted else 0.0
 
 
-def progress(runs: list[Run]) -> Progress:
-    wanted = [r for r in runs if r.wanted]
-    status = Counter(r.status for r in wanted)
+def progress(counts: dict[str, dict[str, int]]) -> Progress:
+    """Progress from a taxon's counts (kept by the database, no scan of its runs)."""
+    wanted = ("pending", "assigned", "fetched")
     return Progress(
-        wanted=len(wanted), fetched=status[RunStatus.FETCHED],
-        pending=status[RunStatus.PENDING], assigned=status[RunStatus.ASSIGNED],
-        failed=sum(1 for r in runs if r.exclusion_code == "failed_attempts"),
-        excluded=len(runs) - len(wanted),
-        bytes_wanted=sum(r.total_bytes for r in wanted),
-        bytes_fetched=sum(r.total_bytes for r in wanted if r.status is RunStatus.FETCHED),
+        wanted=sum(counts[c]["runs"] for c in wanted), fetched=counts["fetched"]["runs"],
+        pending=counts["pending"]["runs"], assigned=counts["assigned"]["runs"],
+        failed=counts["failed"]["runs"],
+        excluded=sum(counts[c]["runs"] for c in ("failed", "excluded", "withdrawn")),
+        bytes_wanted=sum(counts[c]["bytes"] for c in wanted),
+        bytes_fetched=counts["fetched"]["bytes"],
     )
 
 
@@ -51,12 +51,13 @@ def worker_json(record: WorkerRecord) -> dict[str, Any]:
             "created_at": format_time(record.created_at)}
 
 
-def taxon_state(settings: Settings, row: Taxon, history: list[dict[str, Any]],
-                workers: list[WorkerRecord]) -> dict[str, Any]:
+def taxon_state(settings: Settings, row: Taxon, updated: str,
+                workers: list[WorkerRecord],
+                counts: dict[str, dict[str, int]] | None = None) -> dict[str, Any]:
     """One taxon as the API shows it (like pacifica-ingest's get_state)."""
-    runs = list(AccessionList(settings.data_dir, row.taxonomy_id).load().values())
-    done = progress(runs)
-    errors = [r.last_error for r in runs if r.last_error]
+    accessions = AccessionList.of(settings, row.taxonomy_id)
+    done = progress(counts if counts is not None else accessions.counts())
+    last_error = row.needs_attention or (accessions.last_error() if done.wanted else "")
     return {
         "taxonomy_id": row.taxonomy_id,
         "scientific_name": row.scientific_name,
@@ -68,28 +69,42 @@ def taxon_state(settings: Settings, row: Taxon, history: list[dict[str, Any]],
         "bytes_wanted": done.bytes_wanted,
         "bytes_fetched": done.bytes_fetched,
         "needs_attention": row.needs_attention,
-        "last_error": row.needs_attention or (errors[-1] if errors else ""),
+        "last_error": last_error,
         "last_checked": format_time(row.last_checked),
         "priority": row.priority,
-        "updated": history[-1]["time"] if history else "",
+        "updated": updated,
         "workers": [worker_json(w) for w in workers if w.taxon_id == row.taxonomy_id],
     }
 
 
+def last_updates(db: Database) -> dict[int, str]:
+    """When each taxon's history last changed (kept by a trigger, no scan of history)."""
+    return {taxon: time for taxon, time in db.query("SELECT taxon, time FROM taxon_updates")}
+
+
 def all_states(settings: Settings) -> list[dict[str, Any]]:
     registry = Registry.from_settings(settings)
-    history = registry.history(limit=100_000)
-    live = WorkerStore(settings.data_dir).live()
-    return [taxon_state(settings, row, [h for h in history if h["taxon"] == row.taxonomy_id],
-                        live) for row in registry.load()]
+    db = database_of(settings)
+    updated = last_updates(db)
+    counts = counts_by_taxon(db)
+    live = WorkerStore.of(settings).live()
+    return [taxon_state(settings, row, updated.get(row.taxonomy_id, ""), live,
+                        counts.get(row.taxonomy_id, empty_counts()))
+            for row in registry.load()]
 
 
-def exclusion_counts(runs: list[Run]) -> dict[str, int]:
-    return dict(sorted(Counter(r.exclusion_code for r in runs if r.excluded).items()))
+def exclusion_counts(settings: Settings, taxon_id: int) -> dict[str, int]:
+    """Excluded runs by the code their reason starts with."""
+    rows = database_of(settings).query(
+        "SELECT substr(exclusion_reason, 1, instr(exclusion_reason, ':') - 1), count(*) "
+        "FROM runs WHERE taxon = ? AND is_excluded = 1 GROUP BY 1", (taxon_id,))
+    return dict(sorted((code, count) for code, count in rows))
 
 
-def status_counts(runs: list[Run]) -> dict[str, int]:
-    return dict(sorted(Counter(r.status.value for r in runs if r.wanted).items()))
+def status_counts(settings: Settings, taxon_id: int) -> dict[str, int]:
+    counts = AccessionList.of(settings, taxon_id).counts()
+    return {c: counts[c]["runs"] for c in ("assigned", "fetched", "pending")
+            if counts[c]["runs"]}
 
 
 def last_estimate(history: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -107,6 +122,16 @@ def log_tail(settings: Settings, taxon_id: int, lines: int = 40) -> list[str]:
         return handle.read().decode("utf-8", "replace").splitlines()[-lines:]
 
 
-def fetched_times(settings: Settings, taxon_id: int) -> list[datetime]:
-    runs = AccessionList(settings.data_dir, taxon_id).load().values()
-    return sorted(r.fetched_at for r in runs if r.fetched_at is not None)
+def fetched_times(settings: Settings, taxon_id: int,
+                  points: int = 400) -> list[tuple[datetime, int]]:
+    """(moment, runs fetched so far) from the collections' events, at most ``points``."""
+    rows = database_of(settings).query(
+        "SELECT at, runs FROM fetch_events WHERE taxon = ? ORDER BY at, id", (taxon_id,))
+    steps, total = [], 0
+    for at, runs in rows:
+        total += runs
+        moment = parse_time(at)
+        if moment is not None:
+            steps.append((moment, total))
+    stride = max(1, len(steps) // points)
+    return steps[stride - 1::stride] if stride > 1 else steps

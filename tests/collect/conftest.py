@@ -35,7 +35,7 @@ class Lab:
 
     @property
     def accessions(self) -> AccessionList:
-        return AccessionList(self.settings.data_dir, TAXON)
+        return AccessionList.of(self.settings, TAXON)
 
     def genomes(self) -> Path:
         return self.settings.data_dir / "genomes" / str(TAXON)
@@ -43,7 +43,7 @@ class Lab:
     def add_runs(self, *accessions: str) -> dict[str, dict[str, bytes]]:
         """Pending paired runs in the accession list; returns their file contents."""
         contents: dict[str, dict[str, bytes]] = {}
-        with self.accessions.transaction() as runs:
+        with self.accessions.edit() as runs:
             for acc in accessions:
                 files = {f"{acc}_{m}.fastq.gz": fastq_bytes(acc, m) for m in (1, 2)}
                 contents[acc] = files
@@ -61,7 +61,7 @@ class Lab:
         """Pending runs whose files the loopback server serves; the taxon set to dispatch."""
         host = f"127.0.0.1:{file_server.port}"
         contents: dict[str, dict[str, bytes]] = {}
-        with self.accessions.transaction() as runs:
+        with self.accessions.edit() as runs:
             for acc in (f"ERR{first + i}" for i in range(count)):
                 files = {f"{acc}_{m}.fastq.gz": fastq_bytes(acc, m) for m in (1, 2)}
                 for name, data in files.items():
@@ -104,7 +104,7 @@ class Lab:
             "finished_at": "2026-11-23T10:00:00Z",
         }))
         self.store.create(record)
-        with self.accessions.transaction() as runs:
+        with self.accessions.edit() as runs:
             for acc in contents:
                 runs[acc].status, runs[acc].worker = RunStatus.ASSIGNED, name
                 runs[acc].droplet_ip = "127.0.0.1"
@@ -124,4 +124,4 @@ def lab(tmp_path: Path) -> Lab:
     registry.ensure_ready()
     with registry.transaction("test") as table:
         table[TAXON] = Taxon(TAXON, "Escherichia coli")
-    return Lab(settings, registry, WorkerStore(settings.data_dir), LocalBackend(settings))
+    return Lab(settings, registry, WorkerStore.of(settings), LocalBackend(settings))

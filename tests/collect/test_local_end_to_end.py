@@ -107,7 +107,7 @@ def test_a_run_larger_than_a_worker_is_excluded_as_too_large(lab, file_server):
     lab.settings = lab.settings.with_overrides(worker_disk_gb=0.00001)  # 10 kB
     dispatcher.settings = lab.backend.settings = lab.settings
     lab.serve_runs(file_server, 1)
-    with lab.accessions.transaction() as runs:
+    with lab.accessions.edit() as runs:
         runs["ERR1001"].fastq_bytes = (9000, 9000)
     report = dispatcher.dispatch(TAXON, utc_now())
     assert report.too_large == ["ERR1001"]

@@ -10,6 +10,7 @@ from backend.alerts import send_alerts
 from backend.jobs import Jobs
 from backend.registry import Registry, Status, Taxon
 from backend.settings import load_settings
+from backend.store import open_database
 
 
 def webhook():
@@ -31,7 +32,8 @@ def webhook():
 
 
 def registry_at(tmp_path) -> Registry:
-    registry = Registry(tmp_path / "microfetch.csv", tmp_path / "history.jsonl")
+    registry = Registry(tmp_path / "microfetch.csv", open_database(tmp_path / "db.sqlite"),
+                        tmp_path / "history.jsonl")
     registry.ensure_ready()
     with registry.transaction() as table:
         table[562] = Taxon(562, "Escherichia coli")

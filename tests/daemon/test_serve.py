@@ -6,10 +6,18 @@ import json
 import signal
 import time
 import urllib.request
+from pathlib import Path
 
 from backend.ena_standin import make_run
+from backend.store import open_database
+from backend.workers import Phase, WorkerRecord, WorkerStore
 
 from .conftest import runner_processes
+
+
+def worker_records(folder: Path) -> list[WorkerRecord]:
+    """The daemon's worker records, read from its database as another process would."""
+    return WorkerStore(open_database(folder / "data" / "microfetch.sqlite")).all()
 
 
 def health(daemon) -> tuple[int, dict]:
@@ -62,8 +70,8 @@ def test_sigkill_at_several_moments_then_restart_reaches_the_same_end(daemon):
 
     assert daemon.genomes() == daemon.expected(562, 1280)
     assert all(count == 1 for count in daemon.file_downloads().values())
-    records = [json.loads(p.read_text()) for p in (daemon.tmp / "data" / "workers").glob("*.json")]
-    assert records and all(r["phase"] == "destroyed" for r in records)
+    records = worker_records(daemon.tmp)
+    assert records and all(r.phase is Phase.DESTROYED for r in records)
     assert not any((daemon.tmp / "data" / "local_workers").iterdir())
     daemon.signal(signal.SIGTERM)
     assert runner_processes(daemon.tmp) == []
@@ -72,8 +80,8 @@ def test_sigkill_at_several_moments_then_restart_reaches_the_same_end(daemon):
 def test_sigterm_exits_zero_within_the_grace_period_and_the_next_start_finishes(daemon):
     assert daemon.cli("--offline", "562", "1280", add_taxa=True).returncode == 0
     daemon.start()
-    daemon.wait_until(lambda: (daemon.tmp / "data" / "workers").exists()
-                      and any((daemon.tmp / "data" / "workers").glob("*.json")), 60)
+    daemon.wait_until(lambda: (daemon.tmp / "data" / "microfetch.sqlite").exists()
+                      and bool(worker_records(daemon.tmp)), 60)
     started = time.monotonic()
     assert daemon.signal(signal.SIGTERM) == 0
     assert time.monotonic() - started < 10 + 5

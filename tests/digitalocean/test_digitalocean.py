@@ -184,7 +184,7 @@ def test_reconciliation_destroys_orphans_closes_vanished_and_flags_old(do_lab):
                       runs=list(contents))
     do_lab.store.create(old)
     do_lab.store.create(vanished)
-    with do_lab.accessions.transaction() as runs:
+    with do_lab.accessions.edit() as runs:
         runs["ERR0000001"].status, runs["ERR0000001"].worker = RunStatus.ASSIGNED, vanished.name
     long_ago = format_time(utc_now() - timedelta(hours=2))
     responses.get(f"{API}/droplets/", json=tagged(droplet(101, old.name),

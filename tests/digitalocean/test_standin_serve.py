@@ -17,6 +17,7 @@ import pytest
 
 from backend.do_standin import Cloud, DoStandIn
 from backend.ena_standin import EnaData, EnaStandIn, make_run
+from backend.settings import load_settings
 from backend.timeutil import parse_time, utc_now
 from backend.workers import Phase, WorkerStore
 from tests.conftest import cli_env
@@ -73,7 +74,8 @@ def test_three_taxa_go_through_droplets_that_are_all_destroyed_and_billed(cloud_
     ended = utc_now()
 
     assert lab.genomes() == lab.expected(*TAXA)  # uploaded, run, rsynced and verified
-    records = [r for r in WorkerStore(lab.tmp / "data").all() if r.backend == "digitalocean"]
+    store = WorkerStore.of(load_settings(lab.env))
+    records = [r for r in store.all() if r.backend == "digitalocean"]
     assert len(records) == 4  # 562 in two chunks of two runs, 1280 and 1639 in one each
     entries = {d["id"]: d for d in cloud.cloud.ledger()["droplets"]}
     for record in records:

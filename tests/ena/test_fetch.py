@@ -163,8 +163,8 @@ def test_refiltering_keeps_assignments_and_refetches_runs_whose_md5_changed(
     add(run_cli, env, "562")
     assert run_cli("fetch", "562", env=env).returncode == 0
     settings = load_settings(env)
-    first, second, third = sorted(AccessionList(settings.data_dir, 562).load())
-    with AccessionList(settings.data_dir, 562).transaction() as runs:
+    first, second, third = sorted(AccessionList.of(settings, 562).load())
+    with AccessionList.of(settings, 562).edit() as runs:
         runs[first].status, runs[first].worker = RunStatus.ASSIGNED, "mf-562-0-aaaaaa"
         runs[second].status = RunStatus.FETCHED
         runs[second].fetched_at = datetime(2026, 1, 1, tzinfo=UTC)
@@ -176,7 +176,7 @@ def test_refiltering_keeps_assignments_and_refetches_runs_whose_md5_changed(
     result = run_cli("fetch", "562", env=env)
 
     assert result.returncode == 0, result.stderr
-    runs = AccessionList(settings.data_dir, 562).load()
+    runs = AccessionList.of(settings, 562).load()
     assert (runs[first].status, runs[first].worker) == (RunStatus.ASSIGNED, "mf-562-0-aaaaaa")
     assert runs[second].status is RunStatus.PENDING
     assert runs[second].last_error == f"MD5 changed at ENA (was {old_md5})"

@@ -42,7 +42,7 @@ def site(tmp_path: Path) -> Site:
     with registry.transaction("test") as table:
         table[562] = Taxon(562, "Escherichia coli", stage=Stage.WAIT,
                            last_run_status=Status.IN_PROGRESS, droplet_ips=("127.0.0.1",))
-    store = WorkerStore(settings.data_dir)
+    store = WorkerStore.of(settings)
     store.create(WorkerRecord(name=WORKER, backend="local", taxon_id=562, chunk=0,
                               runs=["ERR1000001"], bytes=100, token_sha256=token_hash(TOKEN),
                               created_at=utc_now(), phase=Phase.RUNNING, address="127.0.0.1"))

@@ -24,7 +24,7 @@ def admin(site):
 
 
 def test_get_taxa_and_one_taxon_give_state_stage_and_progress(site):
-    with AccessionList(site.settings.data_dir, 562).transaction() as runs:
+    with AccessionList.of(site.settings, 562).edit() as runs:
         runs["ERR1000001"] = Run("ERR1000001", status=RunStatus.FETCHED, fastq_bytes=(10, 20),
                                  fetched_at=utc_now())
         runs["ERR1000002"] = Run("ERR1000002", fastq_bytes=(5,))
@@ -78,7 +78,7 @@ def test_admin_api_actions_need_the_token_and_change_nothing_without_it(site):
 
 
 def test_retry_through_the_api_brings_failed_runs_back(site):
-    with AccessionList(site.settings.data_dir, 562).transaction() as runs:
+    with AccessionList.of(site.settings, 562).edit() as runs:
         runs["ERR1000009"] = Run("ERR1000009", status=RunStatus.FAILED, attempts=3)
         runs["ERR1000009"].exclude(Exclusion.FAILED_ATTEMPTS, "3 attempts failed")
     response = site.client.post("/api/taxa/562/retry", headers=admin(site))
@@ -118,7 +118,7 @@ def test_the_add_form_needs_a_signed_in_session_and_its_csrf_token(site):
 
 
 def test_the_taxon_page_shows_counts_reasons_estimate_history_and_log(site):
-    with AccessionList(site.settings.data_dir, 562).transaction() as runs:
+    with AccessionList.of(site.settings, 562).edit() as runs:
         runs["ERR1000003"] = Run("ERR1000003")
         runs["ERR1000003"].exclude(Exclusion.LAYOUT, "SINGLE is not PAIRED")
     site.registry.note(562, "cost_estimate", {"text": "1 workers, 0.50 GB to fetch"})

@@ -20,7 +20,7 @@ def post(site, body=DONE, token=TOKEN, name=WORKER):
 
 
 def snapshot(site):
-    return site.store.path(WORKER).read_bytes(), site.registry.path.read_bytes()
+    return site.store.get(WORKER).to_json(), site.registry.path.read_bytes()
 
 
 def test_a_callback_with_the_right_token_marks_the_worker_done_and_wakes_the_collector(site):

@@ -142,7 +142,11 @@ def prepare_folder(folder: Path, chunk: Chunk, token: str, callback_url: str,
     for name in PIPELINE_FILES:
         source = pipeline_dir / name
         if source.is_dir():
-            shutil.copytree(source, pipeline / name, dirs_exist_ok=True)
+            shutil.copytree(source, pipeline / name, dirs_exist_ok=True,
+                            ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
         elif source.exists():
             shutil.copy2(source, pipeline / name)
+    # A wheel does not keep file modes; Nextflow runs bin/ scripts directly from PATH.
+    for script in (pipeline / "bin").glob("*.py"):
+        script.chmod(0o755)
     return folder

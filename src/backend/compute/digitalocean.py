@@ -119,7 +119,7 @@ class DigitalOceanBackend(ComputeBackend):
     def slots(self, live: Sequence[WorkerRecord]) -> int:
         mine = [r for r in live if r.backend == self.name]
         spent = costs.spent_today(
-            [r for r in WorkerStore(self.settings.data_dir).all() if r.backend == self.name],
+            [r for r in WorkerStore.of(self.settings).all() if r.backend == self.name],
             self.size(), utc_now(), self.settings.fetch_mbps, self.settings.egress_price_per_gib)
         if spent >= self.settings.do_daily_spend_cap:
             return 0

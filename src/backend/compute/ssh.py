@@ -93,7 +93,7 @@ class SshBackend(ComputeBackend):
 
     def _pick_host(self) -> str:
         """The host with the fewest live workers, among those below their cap."""
-        used = Counter(r.host for r in WorkerStore(self.settings.data_dir).live()
+        used = Counter(r.host for r in WorkerStore.of(self.settings).live()
                        if r.backend == self.name)
         free = [e for e in self.targets if used[e] < self.settings.ssh_workers_per_host]
         if not free:
