@@ -117,6 +117,7 @@ def test_a_droplet_whose_address_was_taken_meanwhile_boots_on_another(
     droplet_id, _ = boot(api, user_key, wait=False)
     planned = standin.cloud.droplets[droplet_id].machine.address
     with socket.socket() as squatter:  # another stand-in, say, took it before sshd started
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # past TIME_WAITs
         squatter.bind((planned, 22))
         squatter.listen()
 

@@ -83,6 +83,8 @@ def free_address(taken: set[str]) -> str:
         if address in taken:
             continue
         with socket.socket() as sock:
+            # As sshd does: connections of a deleted droplet in TIME_WAIT do not hold the port.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 sock.bind((address, 22))
             except OSError:
