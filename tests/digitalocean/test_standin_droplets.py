@@ -165,3 +165,17 @@ def test_no_api_call_leaves_for_any_host_but_the_configured_one(
 
     assert len(hosts) == len(standin.requests) >= 12
     assert set(hosts) == {f"127.0.0.1:{standin.port}"}
+
+
+def test_a_marker_the_user_data_waits_for_is_written_at_boot(as_root, api, user_key, tmp_path):
+    marker = tmp_path / "boot-finished"
+    key = generate_host_key()
+    user_data = render_user_data("mf-562-0-abcdef", key).replace(
+        "runcmd:\n", f"runcmd:\n- - sh\n  - -c\n  - while [ ! -f {marker} ]; do sleep 1; done\n")
+    droplet_id = api.create(name="mf-562-0-abcdef", region="lon1", size="s-1vcpu-1gb",
+                            image="debian-12-x64", ssh_keys=[user_key[1]], tags=["microfetch"],
+                            user_data=user_data)
+
+    wait_for(lambda: api.get(droplet_id).status == "active", what="the droplet to boot")
+
+    assert marker.exists()
