@@ -214,7 +214,7 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     folder = args.folder.resolve() if args.folder else None
     if folder is not None:
         setup_logging(folder / "data" / "logs", console=True)
-    return run_demo(args.port, folder)
+    return run_demo(args.port, folder, args.backend)
 
 
 def cmd_tick(args: argparse.Namespace, settings: Settings) -> int:
@@ -309,6 +309,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="the whole loop on this machine, no network needed")
     demo.add_argument("--port", type=int, default=8000, help="dashboard port (8000)")
     demo.add_argument("--folder", type=Path, help="where to keep the demo (a temp folder)")
+    demo.add_argument("--backend", choices=("local", "digitalocean"), default="local",
+                      help="workers as local folders (default) or droplets of a DigitalOcean "
+                           "stand-in on this machine (needs root; ends with the ledger)")
     demo.set_defaults(func=cmd_demo, preflight=True)
 
     serve = sub.add_parser("serve", help="run the daemon and the web server")

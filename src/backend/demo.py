@@ -1,7 +1,10 @@
 """`microfetch demo`: the whole loop on this machine within a minute, no network, no account.
 
 Starts the ENA stand-in with a few small taxa, then `serve` on the local backend in a
-temporary folder, and prints the dashboard URL and an admin token.
+temporary folder, and prints the dashboard URL and an admin token. With
+``--backend digitalocean`` the workers are droplets of the DigitalOcean stand-in (sshds on
+127.0.0.N, so it needs root); it stops by itself once every taxon is complete and prints the
+cost estimates and the stand-in's ledger.
 """
 
 from __future__ import annotations
@@ -33,7 +36,8 @@ def demo_data() -> EnaData:
     return data
 
 
-def demo_settings(folder: Path, ena: EnaStandIn, port: int) -> Settings:
+def demo_settings(folder: Path, ena: EnaStandIn, port: int,
+                  extra: dict[str, str] | None = None) -> Settings:
     env = ena.settings_env() | {
         "MICROFETCH_CSV": str(folder / "microfetch.csv"),
         "MICROFETCH_DATA_DIR": str(folder / "data"),
@@ -41,11 +45,15 @@ def demo_settings(folder: Path, ena: EnaStandIn, port: int) -> Settings:
         "MICROFETCH_HEARTBEAT_SECONDS": "3", "MICROFETCH_COLLECT_SECONDS": "3",
         "MICROFETCH_RECONCILE_SECONDS": "15", "MICROFETCH_CHUNK_MAX_RUNS": "2",
         "MICROFETCH_MAX_WORKERS": "2", "MICROFETCH_ADMIN_TOKEN": secrets.token_urlsafe(16),
-    }
+    } | (extra or {})
     return load_settings(env)
 
 
-def run_demo(port: int, folder: Path | None = None) -> int:
+def run_demo(port: int, folder: Path | None = None, backend: str = "local") -> int:
+    if backend == "digitalocean":
+        from backend.do_standin.demo import run_do_demo
+
+        return run_do_demo(port, folder)
     folder = folder or Path(tempfile.mkdtemp(prefix="microfetch-demo-"))
     folder.mkdir(parents=True, exist_ok=True)
     ena = EnaStandIn(demo_data()).start()

@@ -359,6 +359,10 @@ class Settings:
     do_token: str = _setting(
         "DIGITALOCEAN_TOKEN", "", _text, "DigitalOcean API token (read and write)."
     )
+    do_api_url: str = _setting(
+        "MICROFETCH_DO_API_URL", "https://api.digitalocean.com/v2", _url,
+        "Base URL of DigitalOcean's API v2 (every API call goes there; a stand-in for rehearsals).",
+    )
     do_region: str = _setting("MICROFETCH_DO_REGION", "lon1", _text, "Droplet region slug.")
     do_size: str = _setting("MICROFETCH_DO_SIZE", "s-2vcpu-4gb", _text, "Droplet size slug.")
     do_image: str = _setting("MICROFETCH_DO_IMAGE", "debian-12-x64", _text, "Droplet image slug.")

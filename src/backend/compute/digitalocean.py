@@ -62,10 +62,19 @@ def startup_problems(settings: Settings) -> list[str]:
         problems.append("set MICROFETCH_DO_SSH_PRIVATE_KEY to the private key matching those "
                         "SSH keys;")
     host = urllib.parse.urlsplit(settings.callback_url).hostname or ""
-    if _unreachable_from_outside(host):
+    api_host = urllib.parse.urlsplit(settings.do_api_url).hostname or ""
+    # A cloud on this machine (the stand-in) has its droplets here too: loopback reaches them.
+    if _unreachable_from_outside(host) and not _is_loopback(api_host):
         problems.append(f"MICROFETCH_CALLBACK_URL={settings.callback_url} is {host}, which a "
                         "droplet cannot reach; set it to this machine's public address;")
     return problems
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 def _unreachable_from_outside(host: str) -> bool:
@@ -85,7 +94,8 @@ class DigitalOceanBackend(ComputeBackend):
                  workers_root: str = WORKERS_ROOT, poll_seconds: float = 5.0,
                  sleep: Callable[[float], None] = time.sleep) -> None:
         self.settings = settings
-        self.api = api or DoApi(settings.do_token, settings.do_http_timeout)
+        self.api = api or DoApi(settings.do_token, settings.do_http_timeout,
+                                base_url=settings.do_api_url)
         self.ssh_port, self.workers_root = ssh_port, workers_root
         self.poll_seconds, self.sleep = poll_seconds, sleep
         self._sizes: tuple[float, dict[str, dict[str, float]]] | None = None

@@ -22,6 +22,7 @@ from backend.errors import OperationError
 from backend.timeutil import parse_time
 
 RETRY_STATUSES = {429, 500, 502, 503, 504}
+DEFAULT_API_URL = "https://api.digitalocean.com/v2"
 MAX_RETRY_AFTER = 120.0
 
 
@@ -32,17 +33,29 @@ class RetryPolicy:
     backoff: float = 1.0
     sleep: Callable[[float], None] = time.sleep
 
-    def perform(self, request: Callable[[], requests.Response]) -> requests.Response:
+    def perform(self, request: Callable[[], requests.Response],
+                repeatable: bool = True) -> requests.Response:
+        """Send, retrying what is safe to repeat.
+
+        A POST that failed after it was sent (a 5xx, a dropped connection, a read timeout) may
+        have made the droplet: sending it again would make a second one, billed as long as the
+        worker lives. So only a 429 or a connect timeout (refused before anything happened)
+        repeats a POST; anything else raises at once, and the caller destroys by name.
+        """
         last = ""
         for attempt in range(self.retries + 1):
             try:
                 response = request()
             except (requests.ConnectionError, requests.Timeout) as exc:
                 last, wait = f"{type(exc).__name__}: {exc}", None
+                if not repeatable and not isinstance(exc, requests.ConnectTimeout):
+                    raise _unsure(last) from None
             else:
                 if response.status_code not in RETRY_STATUSES:
                     return response
                 last, wait = f"HTTP {response.status_code}", response.headers.get("Retry-After")
+                if not repeatable and response.status_code != 429:
+                    raise _unsure(last)
             if attempt < self.retries:
                 self.sleep(self._delay(attempt, wait))
         raise OperationError(f"DigitalOcean's API did not answer after {self.retries + 1} tries "
@@ -56,6 +69,12 @@ class RetryPolicy:
             return self.backoff * 2 ** attempt
 
 
+def _unsure(last: str) -> OperationError:
+    return OperationError(f"DigitalOcean's API failed after the request was sent ({last}); it "
+                          "may have acted on it, so it is not repeated. A droplet it made is "
+                          "found by name and destroyed; microfetch tries again later")
+
+
 class _Retrying:
     """Mixed into the library's classes: our timeout and retries around every request."""
 
@@ -67,7 +86,8 @@ class _Retrying:
     def _BaseAPI__perform_request(self, url: str, type: str = "GET",
                                   params: dict | None = None) -> requests.Response:
         return self.policy.perform(
-            lambda: BaseAPI._BaseAPI__perform_request(self, url, type, params))
+            lambda: BaseAPI._BaseAPI__perform_request(self, url, type, params),
+            repeatable=type != "POST")
 
 
 class _Manager(_Retrying, digitalocean.Manager):
@@ -108,17 +128,37 @@ def explain(exc: Exception, what: str) -> OperationError:
 
 
 class DoApi:
-    """Create, read, list, destroy droplets and read sizes, with retries and clear errors."""
+    """Create, read, list, destroy droplets and read sizes, with retries and clear errors.
+
+    Every library object gets ``base_url`` (``MICROFETCH_DO_API_URL``) as its end point: the
+    ones built here and the ones the library hands back (``Manager.get_all_droplets`` builds
+    its ``Droplet`` objects with the library's default end point, the real API).
+    """
 
     def __init__(self, token: str, timeout: float, sleep: Callable[[float], None] = time.sleep,
-                 retries: int = 5) -> None:
+                 retries: int = 5, base_url: str = DEFAULT_API_URL) -> None:
         self.token = token
         self.policy = RetryPolicy(timeout, retries, sleep=sleep)
+        # The library joins relative paths ("droplets/") onto the end point: it must end in /.
+        self.end_point = base_url.rstrip("/") + "/"
 
     def _manager(self) -> _Manager:
-        manager = _Manager(token=self.token)
+        manager = _Manager(token=self.token, end_point=self.end_point)
         manager.policy = self.policy
         return manager
+
+    def _droplet(self, **fields: Any) -> _Droplet:
+        droplet = _Droplet(token=self.token, end_point=self.end_point, **fields)
+        droplet.policy = self.policy
+        return droplet
+
+    def droplets_by_tag(self, tag: str) -> list[Any]:
+        """The library's droplet objects, re-pointed at our end point before anyone uses them."""
+        droplets = self._call(f"listing droplets tagged {tag}",
+                              lambda: self._manager().get_all_droplets(tag_name=tag))
+        for droplet in droplets:
+            droplet.end_point = self.end_point
+        return droplets
 
     def _call(self, what: str, action: Callable[[], Any]) -> Any:
         try:
@@ -128,16 +168,14 @@ class DoApi:
 
     def create(self, *, name: str, region: str, size: str, image: str,
                ssh_keys: list[int | str], tags: list[str], user_data: str) -> int:
-        droplet = _Droplet(token=self.token, name=name, region=region, image=image,
-                           size_slug=size, ssh_keys=ssh_keys, tags=tags, user_data=user_data)
-        droplet.policy = self.policy
+        droplet = self._droplet(name=name, region=region, image=image, size_slug=size,
+                                ssh_keys=ssh_keys, tags=tags, user_data=user_data)
         self._call(f"creating droplet {name}", droplet.create)
         return int(droplet.id)
 
     def get(self, droplet_id: int) -> DropletInfo | None:
         """The droplet, or None when it no longer exists."""
-        droplet = _Droplet(token=self.token, id=droplet_id)
-        droplet.policy = self.policy
+        droplet = self._droplet(id=droplet_id)
         try:
             self._call(f"reading droplet {droplet_id}", droplet.load)
         except NotFoundError:
@@ -146,8 +184,7 @@ class DoApi:
 
     def destroy(self, droplet_id: int) -> None:
         """Destroy a droplet; one that is already gone is fine."""
-        droplet = _Droplet(token=self.token, id=droplet_id)
-        droplet.policy = self.policy
+        droplet = self._droplet(id=droplet_id)
         try:
             self._call(f"destroying droplet {droplet_id}", droplet.destroy)
         except NotFoundError:
@@ -155,9 +192,7 @@ class DoApi:
 
     def by_tag(self, tag: str) -> list[DropletInfo]:
         """Every droplet with the tag, across all pages."""
-        droplets = self._call(f"listing droplets tagged {tag}",
-                              lambda: self._manager().get_all_droplets(tag_name=tag))
-        return [_info(d) for d in droplets]
+        return [_info(d) for d in self.droplets_by_tag(tag)]
 
     def sizes(self) -> dict[str, dict[str, float]]:
         """Size slug -> price_hourly, disk (GB) and transfer (TB a month)."""
