@@ -164,9 +164,10 @@ class Dispatcher:
                 starting = self._starting(name)
                 starting.acquire()
                 marks = ", ".join("?" * len(runs))
+                # `+category`: look the runs up by accession, not by scanning every pending one
                 claimed = con.execute(
                     f"UPDATE runs SET status = 'assigned', category = 'assigned', worker = ? "
-                    f"WHERE taxon = ? AND category = 'pending' AND accession IN ({marks})",
+                    f"WHERE taxon = ? AND accession IN ({marks}) AND +category = 'pending'",
                     (name, taxon_id, *(r.accession for r in runs))).rowcount
                 if claimed != len(runs):
                     raise _Taken  # rolls the whole claim back

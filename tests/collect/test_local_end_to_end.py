@@ -120,8 +120,10 @@ def test_a_claimed_worker_is_started_once_after_a_crash(lab, file_server):
     dispatcher = local_lab(lab)
     lab.serve_runs(file_server, 2)
     pending = list(lab.accessions.load().values())
-    name = dispatcher._claim(TAXON, pending)  # the crash came right after the claim
+    name, starting = dispatcher._claim(TAXON, pending)  # the crash came right after the claim
     assert lab.store.get(name).phase is Phase.CLAIMED
+    assert dispatcher.resume() == []  # while its claimer lives, nobody else starts it
+    starting.release()  # what the operating system does when the claimer dies
 
     assert dispatcher.resume() == [name]
     assert dispatcher.resume() == []
