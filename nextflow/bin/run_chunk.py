@@ -1,18 +1,22 @@
 #!/usr/bin/env python3
-"""Run a worker's chunk: fetch every run, write the manifest and DONE.json, call back home.
+"""Run a worker's chunk: fetch every run, keep the manifest, write DONE.json, call back home.
 
-Usage: ``run_chunk.py WORKER_DIR [--max-parallel N] [--retries N] [--timeout S]``.
+Usage: ``run_chunk.py WORKER_DIR [--max-parallel N] [--retries N] [--timeout S]
+[--transient-budget S] [--profile NAME]``.
 
 With ``nextflow`` on PATH the pipeline (``WORKER_DIR/nextflow/main.nf``) does the fetching;
-otherwise this script runs the same fetcher itself with the same parallelism. Either way the
-files in ``out/`` are then checked again and described in ``out/manifest.tsv``; ``out/DONE.json``
-is written last (home treats its presence as "finished"), then POSTed to the callback URL.
-Standard library only.
+otherwise this script runs the same fetcher itself with the same parallelism. Either way each
+run is entered in ``out/manifest.tsv`` (rewritten atomically) the moment it finishes, so a
+runner that dies keeps every verified run; a restarted runner skips the runs the manifest
+holds and resumes partial files from ``WORKER_DIR/partial/<run>/``. ``out/DONE.json`` is
+written last (home treats its presence as "finished"), then POSTed to the callback URL.
+Standard library only, Python 3.9 or newer.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import shutil
@@ -24,23 +28,51 @@ import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from fetch_run import Expected, FetchError, Result, expected_files, fetch_run, md5_file
+from fetch_run import (
+    MANIFEST_HEADER,
+    STOPPED,
+    TRANSIENT,
+    Expected,
+    FetchError,
+    Result,
+    expected_files,
+    fetch_run,
+    md5_file,
+    utc_stamp,
+)
+from runner_id import hold_lock, write_pid_file
 
 STOP = threading.Event()
 CALLBACK_RETRIES = 5
+EXIT_BUSY = 75           # another runner holds this worker folder (EX_TEMPFAIL)
+EXIT_PIPELINE = 70       # the pipeline failed before every run had a verdict: restart me
+EXIT_STOPPED = 143
+POLL_SECONDS = 2.0       # how often the manifest catches up with the pipeline's verdicts
+MAX_PIPELINE_SECONDS = 30 * 24 * 3600  # bound on one pipeline run; a chunk takes hours
+STOP_GRACE_SECONDS = 60
+SHARED_DISK_PROFILES = ("standard", "slurm")  # where partial files can outlive a task
+Runs = list[tuple[str, list[Expected]]]
+
+
+@dataclass(frozen=True)
+class Options:
+    parallel: int = 4
+    retries: int = 3
+    timeout: float = 60.0
+    transient_budget: float = 600.0
+    profile: str = "standard"
 
 
 def log(message: str) -> None:
-    stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    print(f"{stamp} {message}", file=sys.stderr, flush=True)
+    print(f"{utc_stamp()} {message}", file=sys.stderr, flush=True)
 
 
-def read_chunk(path: Path) -> list[tuple[str, list[Expected]]]:
+def read_chunk(path: Path) -> Runs:
     """``chunk.tsv`` as (run, files); FetchError when it cannot be used."""
     try:
         lines = path.read_text().splitlines()
@@ -60,88 +92,277 @@ def read_chunk(path: Path) -> list[tuple[str, list[Expected]]]:
     return runs
 
 
-def fetch_embedded(runs: list[tuple[str, list[Expected]]], out: Path, parallel: int,
-                   retries: int, timeout: float) -> dict[tuple[str, str], Result]:
-    """The fallback path: the fetcher for every run, ``parallel`` runs at a time."""
-    with ThreadPoolExecutor(max_workers=parallel) as pool:
-        futures = [pool.submit(_one_run, run, files, out / run, retries, timeout)
-                   for run, files in runs]
-        return {(r.run, r.file): r for future in futures for r in future.result()}
-
-
-def _one_run(run: str, files: list[Expected], outdir: Path, retries: int,
-             timeout: float) -> list[Result]:
-    if STOP.is_set():
-        return []
-    results = fetch_run(run, files, outdir, retries=retries, timeout=timeout, stop=STOP)
-    for result in results:
-        log(f"{run}: {result.file} " + ("ok" if result.ok else f"FAILED: {result.error}"))
-    return results
-
-
-def fetch_with_nextflow(worker: Path, parallel: int, retries: int, timeout: float) -> int:
-    argv = [
-        "nextflow", "run", str(worker / "nextflow" / "main.nf"),
-        "-work-dir", str(worker / "work"),
-        "--chunk", str(worker / "chunk.tsv"), "--outdir", str(worker / "out"),
-        "--max_parallel", str(parallel), "--retries", str(retries), "--timeout", str(timeout),
-    ]
-    log("running " + " ".join(argv))
-    return subprocess.run(argv, cwd=worker, check=False).returncode
-
-
-def describe(runs: list[tuple[str, list[Expected]]], out: Path,
-             known: dict[tuple[str, str], Result]) -> list[Result]:
-    """The manifest rows: the fetcher's verdicts, and a fresh check of anything else in out/."""
-    rows = []
-    for run, files in runs:
-        for want in files:
-            result = known.get((run, want.name))
-            if result is None:
-                path = out / run / want.name
-                ok = path.is_file() and path.stat().st_size == want.size \
-                    and md5_file(path).hexdigest() == want.md5
-                result = Result(run, want.name, want.size, want.md5, ok,
-                                "" if ok else _why(path, want))
-            rows.append(result)
-    return rows
-
-
-def _why(path: Path, want: Expected) -> str:
-    if not path.is_file():
-        part = path.with_name(path.name + ".part")
-        return f"not fetched from {want.url}" + (" (partial)" if part.exists() else "")
-    return f"size or MD5 differs from the expected {want.size} bytes, {want.md5}"
-
-
 def write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as handle:
+    with open(tmp, "w", encoding="utf-8") as handle:
         handle.write(text)
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, path)
 
 
-def write_manifest(out: Path, rows: list[Result]) -> None:
-    lines = ["run\tfile\tbytes\tmd5\tstatus\terror"]
-    for r in rows:
-        error = r.error.replace("\t", " ").replace("\n", " ")
-        status = "ok" if r.ok else "failed"
-        lines.append(f"{r.run}\t{r.file}\t{r.size}\t{r.md5}\t{status}\t{error}")
-    write_atomic(out / "manifest.tsv", "\n".join(lines) + "\n")
+def read_rows(path: Path) -> list[Result]:
+    """Manifest rows (``out/manifest.tsv`` or a task's verdict) as Results."""
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            rows = list(csv.DictReader(handle, delimiter="\t"))
+    except OSError:
+        return []
+    results = []
+    for row in rows:
+        try:
+            results.append(Result(
+                row["run"], row["file"], int(row["bytes"]), row["md5"], row["status"] == "ok",
+                row.get("error") or "", cause=row.get("cause") or "",
+                attempts=int(row.get("attempts") or 0), finished_at=row.get("finished_at") or ""))
+        except (KeyError, ValueError):
+            continue  # a row we cannot read is a run not finished: it will be fetched again
+    return results
+
+
+class Manifest:
+    """``out/manifest.tsv``: every finished run, rewritten atomically each time one finishes."""
+
+    def __init__(self, out: Path, runs: Runs) -> None:
+        self.path = out / "manifest.tsv"
+        self.out = out
+        self.order = [run for run, _ in runs]
+        self.files = dict(runs)
+        self.rows: dict[str, list[Result]] = {}
+        self.lock = threading.Lock()
+
+    def load(self) -> None:
+        """Take over what an earlier runner finished; runs whose files went missing are not."""
+        by_run: dict[str, list[Result]] = {}
+        for result in read_rows(self.path):
+            by_run.setdefault(result.run, []).append(result)
+        for run, results in by_run.items():
+            if run in self.files and self._whole(run, results):
+                self.rows[run] = results
+
+    def _whole(self, run: str, results: list[Result]) -> bool:
+        names = {want.name for want in self.files[run]}
+        if {r.file for r in results} != names:
+            return False
+        return all(not r.ok or _size(self.out / run / r.file) == r.size for r in results)
+
+    def finished(self) -> set[str]:
+        with self.lock:
+            return set(self.rows)
+
+    def record(self, run: str, results: list[Result]) -> None:
+        with self.lock:
+            self.rows[run] = results
+            self._write()
+        verdict = "ok" if all(r.ok for r in results) else "FAILED: " + "; ".join(
+            f"{r.error} [{r.cause}]" for r in results if not r.ok)
+        log(f"{run}: {verdict}")
+
+    def _write(self) -> None:
+        lines = ["\t".join(MANIFEST_HEADER)]
+        for run in self.order:
+            lines.extend("\t".join(r.row()) for r in self.rows.get(run, []))
+        write_atomic(self.path, "\n".join(lines) + "\n")
+
+    def all_rows(self) -> list[Result]:
+        with self.lock:
+            return [r for run in self.order for r in self.rows.get(run, [])]
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return -1
+
+
+def fetch_embedded(runs: Runs, worker: Path, manifest: Manifest, options: Options) -> int:
+    """The path without Nextflow: the fetcher for every run, ``parallel`` runs at a time."""
+    with ThreadPoolExecutor(max_workers=options.parallel) as pool:
+        futures = [pool.submit(_one_run, run, files, worker, manifest, options)
+                   for run, files in runs]
+        for future in futures:
+            future.result()
+    return 0
+
+
+def _one_run(run: str, files: list[Expected], worker: Path, manifest: Manifest,
+             options: Options) -> None:
+    if STOP.is_set():
+        return
+    stage = worker / "partial" / run
+    results = fetch_run(run, files, worker / "out" / run, stage, retries=options.retries,
+                        timeout=options.timeout, transient_budget=options.transient_budget,
+                        stop=STOP)
+    if any(r.cause == STOPPED for r in results):
+        return  # not finished: the partial files wait for the next runner
+    manifest.record(run, results)
+    shutil.rmtree(stage, ignore_errors=True)
+
+
+def nextflow_argv(worker: Path, chunk: Path, options: Options) -> list[str]:
+    argv = [
+        "nextflow", "run", str(worker / "nextflow" / "main.nf"), "-resume",
+        "-work-dir", str(worker / "work"), "-profile", options.profile,
+        "--chunk", str(chunk), "--outdir", str(worker / "out"),
+        "--verdicts", str(worker / "verdicts"),
+        "--max_parallel", str(options.parallel), "--retries", str(options.retries),
+        "--timeout", f"{options.timeout:g}", "--transient_budget", f"{options.transient_budget:g}",
+    ]
+    if options.profile in SHARED_DISK_PROFILES:
+        argv += ["--partial_dir", str(worker / "partial")]
+    return argv
+
+
+def nextflow_env() -> dict[str, str]:
+    # v2: the strict syntax, needed by main.nf's typed params block on Nextflow 25.10
+    return {**os.environ, "NXF_SYNTAX_PARSER": "v2", "NXF_ANSI_LOG": "false"}
+
+
+def fetch_with_nextflow(runs: Runs, worker: Path, manifest: Manifest, options: Options) -> int:
+    """Run the pipeline on the pending runs, entering each verdict as it is published."""
+    chunk = worker / "chunk.tsv"
+    if len(runs) != len(manifest.order):
+        chunk = worker / "pending.tsv"  # only what is left after an earlier runner
+        write_atomic(chunk, pending_tsv(runs))
+    (worker / "verdicts").mkdir(exist_ok=True)
+    argv = nextflow_argv(worker, chunk, options)
+    log("running " + " ".join(argv))
+    process = subprocess.Popen(argv, cwd=worker, env=nextflow_env())
+    pending = dict(runs)
+    for _ in range(int(MAX_PIPELINE_SECONDS / POLL_SECONDS)):
+        if process.poll() is not None or STOP.wait(POLL_SECONDS):
+            break
+        take_verdicts(worker, manifest, pending, final=False)
+    code = _end(process)
+    take_verdicts(worker, manifest, pending, final=True)
+    if not STOP.is_set():
+        take_trace(worker, manifest, pending)
+    log(f"pipeline exited with {code}")
+    return code
+
+
+def _end(process: subprocess.Popen[bytes]) -> int:
+    """The pipeline's exit code; on a stop, SIGTERM first so Nextflow ends its tasks."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            return process.wait(timeout=STOP_GRACE_SECONDS)
+        except subprocess.TimeoutExpired:
+            process.kill()
+    return process.wait()
+
+
+def pending_tsv(runs: Runs) -> str:
+    lines = ["run_accession\turls\tmd5s\tbytes"]
+    for run, files in runs:
+        lines.append("\t".join([run, ";".join(w.url for w in files),
+                                ";".join(w.md5 for w in files),
+                                ";".join(str(w.size) for w in files)]))
+    return "\n".join(lines) + "\n"
+
+
+def take_verdicts(worker: Path, manifest: Manifest, pending: dict[str, list[Expected]],
+                  final: bool) -> None:
+    """Enter the verdicts the pipeline published whose files have arrived in out/."""
+    for run in list(pending):
+        results = [r for r in read_rows(worker / "verdicts" / f"{run}.verdict.tsv")
+                   if r.run == run]
+        if not results:
+            continue
+        arrived = all(not r.ok or _size(worker / "out" / run / r.file) == r.size
+                      for r in results)
+        if not arrived and not final:
+            continue  # publishing lags the verdict: look again at the next poll
+        manifest.record(run, [_missing(worker, r) for r in results])
+        shutil.rmtree(worker / "partial" / run, ignore_errors=True)
+        del pending[run]
+
+
+def _missing(worker: Path, result: Result) -> Result:
+    if not result.ok or _size(worker / "out" / result.run / result.file) == result.size:
+        return result
+    return replace(result, ok=False, cause=TRANSIENT,
+                   error=f"{result.file}: verified, then missing from out/ after publishing")
+
+
+def read_trace(worker: Path) -> dict[str, list[dict[str, str]]]:
+    """The pipeline's trace, per run (its ``tag``): every task attempt in order."""
+    tasks: dict[str, list[dict[str, str]]] = {}
+    try:
+        with open(worker / "pipeline_trace.tsv", newline="", encoding="utf-8") as handle:
+            for row in csv.DictReader(handle, delimiter="\t"):
+                tasks.setdefault(row.get("tag") or "", []).append(row)
+    except OSError:
+        pass
+    return tasks
+
+
+def take_trace(worker: Path, manifest: Manifest, pending: dict[str, list[Expected]]) -> None:
+    """Tasks that died without a verdict become failed runs; verified runs' work is cleaned."""
+    trace = read_trace(worker)
+    finished = manifest.finished()
+    for run, tasks in trace.items():
+        last = tasks[-1]
+        attempts = max(_int(t.get("attempt")) for t in tasks)
+        log(f"{run}: task {last.get('status')} (exit {last.get('exit')}) after {attempts} "
+            f"attempts in {last.get('duration')}")
+        if run in pending and last.get("status") in ("FAILED", "ABORTED"):
+            error = (f"the task died without a verdict (exit {last.get('exit')}, "
+                     f"{attempts} attempts)")
+            manifest.record(run, [
+                Result(run, want.name, want.size, want.md5, False, f"{want.name}: {error}",
+                       cause=TRANSIENT, attempts=attempts, finished_at=utc_stamp())
+                for want in pending.pop(run)])
+        elif run in finished and all(r.ok for r in manifest.rows.get(run, [])):
+            for task in tasks:  # the run is safe in out/: its task folders are dead weight
+                _remove_work(worker, task.get("workdir") or "")
+
+
+def _remove_work(worker: Path, workdir: str) -> None:
+    path = Path(workdir)
+    work = worker / "work"
+    if workdir and path.is_dir() and work in path.resolve().parents:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _int(text: str | None) -> int:
+    try:
+        return int(text or 0)
+    except ValueError:
+        return 0
+
+
+def check_leftovers(worker: Path, manifest: Manifest, runs: Runs) -> None:
+    """Runs without a verdict whose files are in out/ anyway are checked here."""
+    finished = manifest.finished()
+    for run, files in runs:
+        if run in finished:
+            continue
+        results = []
+        for want in files:
+            path = worker / "out" / run / want.name
+            ok = path.is_file() and path.stat().st_size == want.size \
+                and md5_file(path).hexdigest() == want.md5
+            error = "" if ok else f"{want.name}: not fetched from {want.url}"
+            results.append(Result(run, want.name, want.size, want.md5, ok, error,
+                                  cause="" if ok else TRANSIENT, finished_at=utc_stamp()))
+        manifest.record(run, results)
 
 
 def summary(rows: list[Result], status: str = "done") -> dict[str, object]:
-    by_run: dict[str, bool] = {}
+    by_run: dict[str, list[Result]] = {}
     for r in rows:
-        by_run[r.run] = by_run.get(r.run, True) and r.ok
+        by_run.setdefault(r.run, []).append(r)
+    failed = [rs for rs in by_run.values() if not all(r.ok for r in rs)]
     return {
         "status": status,
-        "runs_ok": sum(by_run.values()),
-        "runs_failed": sum(not ok for ok in by_run.values()),
+        "runs_ok": len(by_run) - len(failed),
+        "runs_failed": len(failed),
+        # failed only for the host's fault: home gives these back without counting an attempt
+        "runs_transient": sum(all(r.ok or r.cause == TRANSIENT for r in rs) for rs in failed),
         "bytes": sum(r.size for r in rows if r.ok),
-        "finished_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "finished_at": utc_stamp(),
     }
 
 
@@ -175,33 +396,45 @@ def call_back(worker: Path, done: dict[str, object], backoff: float = 2.0) -> bo
     return False
 
 
-def run(worker: Path, parallel: int, retries: int, timeout: float) -> int:
+def finish(worker: Path, done: dict[str, object]) -> None:
+    write_atomic(worker / "out" / "DONE.json", json.dumps(done) + "\n")
+    log(f"done: {done}")
+    call_back(worker, done)
+
+
+def run(worker: Path, options: Options) -> int:
     out = worker / "out"
     out.mkdir(parents=True, exist_ok=True)
-    (worker / "run_chunk.pid").write_text(f"{os.getpid()}\n")
+    lock = hold_lock(worker / "run_chunk.lock")
+    if lock is None:
+        log(f"another runner is working in {worker}: not starting a second one")
+        return EXIT_BUSY
+    (worker / "run_chunk.pid").write_text(f"{os.getpid()}\n")  # the bare pid, for old homes
+    write_pid_file(worker / "run_chunk.id", worker)
     try:
         runs = read_chunk(worker / "chunk.tsv")
     except FetchError as exc:
         log(str(exc))
-        done = summary([], status="failed") | {"error": str(exc)}
-        write_atomic(out / "DONE.json", json.dumps(done) + "\n")
-        call_back(worker, done)
+        finish(worker, {**summary([], status="failed"), "error": str(exc)})
         return 1
-    log(f"{len(runs)} runs, {parallel} at a time")
-    known: dict[tuple[str, str], Result] = {}
-    if shutil.which("nextflow"):
-        fetch_with_nextflow(worker, parallel, retries, timeout)
-    else:
-        known = fetch_embedded(runs, out, parallel, retries, timeout)
+    manifest = Manifest(out, runs)
+    manifest.load()
+    pending = [(run, files) for run, files in runs if run not in manifest.finished()]
+    log(f"{len(runs)} runs, {len(runs) - len(pending)} finished before, "
+        f"{options.parallel} at a time")
+    code = 0
+    if pending:
+        fetch = fetch_with_nextflow if shutil.which("nextflow") else fetch_embedded
+        code = fetch(pending, worker, manifest, options)
     if STOP.is_set():
         log("stopped before finishing: no DONE.json written")
-        return 143
-    rows = describe(runs, out, known)
-    write_manifest(out, rows)
-    done = summary(rows)
-    write_atomic(out / "DONE.json", json.dumps(done) + "\n")
-    log(f"done: {done}")
-    call_back(worker, done)
+        return EXIT_STOPPED
+    if code != 0:
+        log(f"the pipeline failed ({code}); finished runs are in the manifest, "
+            "a restart resumes the rest")
+        return EXIT_PIPELINE
+    check_leftovers(worker, manifest, runs)
+    finish(worker, summary(manifest.all_rows()))
     return 0
 
 
@@ -209,11 +442,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Fetch a worker's chunk and report home.")
     parser.add_argument("worker", type=Path, help="the worker folder (holds chunk.tsv)")
     parser.add_argument("--max-parallel", type=int, default=4, help="runs at once (4)")
-    parser.add_argument("--retries", type=int, default=3, help="retries per file (3)")
+    parser.add_argument("--retries", type=int, default=3,
+                        help="retries of a file whose content is wrong (3)")
     parser.add_argument("--timeout", type=float, default=60, help="stall timeout, s (60)")
+    parser.add_argument("--transient-budget", type=float, default=600,
+                        help="s without progress before a transient failure is final (600)")
+    parser.add_argument("--profile", default="standard",
+                        help="Nextflow profile: standard, slurm, awsbatch, google-batch")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: STOP.set())
-    return run(args.worker.resolve(), max(1, args.max_parallel), args.retries, args.timeout)
+    options = Options(max(1, args.max_parallel), args.retries, args.timeout,
+                      args.transient_budget, args.profile)
+    return run(args.worker.resolve(), options)
 
 
 if __name__ == "__main__":

@@ -160,19 +160,3 @@ for line in open(opt["--chunk"]).read().splitlines()[1:]:
         assert args[args.index(option) + 1] == value
     assert [r["status"] for r in manifest(worker)] == ["ok", "ok"]
     assert json.loads((worker / "out" / "DONE.json").read_text())["runs_ok"] == 1
-
-
-def test_main_nf_calls_only_executable_scripts_in_bin_and_documents_its_params():
-    text = (PIPELINE / "main.nf").read_text()
-    scripts = set(re.findall(r"\b([\w-]+\.py)\b", text))
-    assert scripts == {"fetch_run.py"}
-    for script in scripts:
-        path = PIPELINE / "bin" / script
-        assert path.exists() and os.access(path, os.X_OK), script
-    params = set(re.findall(r"params\.(\w+)", text))
-    readme = (PIPELINE / "README.md").read_text()
-    assert params == {"chunk", "outdir", "max_parallel", "retries", "timeout"}
-    for name in params:
-        assert f"`--{name}`" in readme, name
-    config = (PIPELINE / "nextflow.config").read_text()
-    assert "standard" in config and "// slurm" in config
