@@ -94,17 +94,6 @@ class Result:
                 error, "" if self.ok else self.cause, str(self.attempts), self.finished_at]
 
 
-@dataclass(frozen=True)
-class Policy:
-    """How hard to try: the stall timeout, content retries and the transient budget."""
-
-    timeout: float = 60.0
-    retries: int = 3
-    backoff: float = 2.0
-    transient_budget: float = 600.0
-    max_wait: float = MAX_WAIT
-
-
 def utc_stamp() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -402,6 +391,8 @@ def _parser() -> argparse.ArgumentParser:
                         help="retries of a file whose content is wrong (3)")
     parser.add_argument("--transient-budget", type=float, default=600.0,
                         help="s without progress before a transient failure is final (600)")
+    parser.add_argument("--backoff", type=float, default=2.0,
+                        help="first wait after a failed try, s; doubles up to 60 (2)")
     return parser
 
 
@@ -413,7 +404,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.run}: {exc}", file=sys.stderr)
         return EXIT_USAGE
     results = fetch_run(args.run, files, args.outdir, args.partial_dir, timeout=args.timeout,
-                        retries=args.retries, transient_budget=args.transient_budget)
+                        retries=args.retries, transient_budget=args.transient_budget,
+                        backoff=args.backoff)
     for result in results:
         if not result.ok:
             print(f"{args.run}: {result.error} [{result.cause}]", file=sys.stderr)

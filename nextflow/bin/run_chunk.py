@@ -2,7 +2,7 @@
 """Run a worker's chunk: fetch every run, keep the manifest, write DONE.json, call back home.
 
 Usage: ``run_chunk.py WORKER_DIR [--max-parallel N] [--retries N] [--timeout S]
-[--transient-budget S] [--profile NAME]``.
+[--transient-budget S] [--backoff S] [--profile NAME]``.
 
 With ``nextflow`` on PATH the pipeline (``WORKER_DIR/nextflow/main.nf``) does the fetching;
 otherwise this script runs the same fetcher itself with the same parallelism. Either way each
@@ -66,6 +66,7 @@ class Options:
     timeout: float = 60.0
     transient_budget: float = 600.0
     profile: str = "standard"
+    backoff: float = 2.0
 
 
 def log(message: str) -> None:
@@ -193,7 +194,7 @@ def _one_run(run: str, files: list[Expected], worker: Path, manifest: Manifest,
     stage = worker / "partial" / run
     results = fetch_run(run, files, worker / "out" / run, stage, retries=options.retries,
                         timeout=options.timeout, transient_budget=options.transient_budget,
-                        stop=STOP)
+                        backoff=options.backoff, stop=STOP)
     if any(r.cause == STOPPED for r in results):
         return  # not finished: the partial files wait for the next runner
     manifest.record(run, results)
@@ -447,12 +448,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=60, help="stall timeout, s (60)")
     parser.add_argument("--transient-budget", type=float, default=600,
                         help="s without progress before a transient failure is final (600)")
+    parser.add_argument("--backoff", type=float, default=2.0,
+                        help="first wait after a failed try, s; doubles up to 60 (2)")
     parser.add_argument("--profile", default="standard",
                         help="Nextflow profile: standard, slurm, awsbatch, google-batch")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: STOP.set())
     options = Options(max(1, args.max_parallel), args.retries, args.timeout,
-                      args.transient_budget, args.profile)
+                      args.transient_budget, args.profile, args.backoff)
     return run(args.worker.resolve(), options)
 
 

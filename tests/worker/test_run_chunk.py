@@ -19,12 +19,13 @@ TOKEN = "s3cret-token"
 
 
 def make_worker(tmp_path: Path, file_server, runs: dict[str, list[str]], callback: str = "",
-                name: str = "mf-562-0-abc123") -> Path:
+                name: str = "mf-562-0-abc123", reads: dict[str, int] | None = None) -> Path:
+    """A worker folder whose chunk lists ``runs``, served by ``file_server``."""
     worker = tmp_path / name
     worker.mkdir()
     lines = ["run_accession\turls\tmd5s\tbytes"]
     for run, files in runs.items():
-        datas = [fastq_gz(f) for f in files]
+        datas = [fastq_gz(f, (reads or {}).get(f, 3000)) for f in files]
         urls = [file_server.add(f"vol1/{run}/{f}", d) for f, d in zip(files, datas, strict=True)]
         lines.append("\t".join([run, ";".join(urls), ";".join(md5(d) for d in datas),
                                 ";".join(str(len(d)) for d in datas)]))
