@@ -38,10 +38,11 @@ process FETCH_RUN {
     path "${run}.verdict.tsv"
 
     script:
-    def stage = params.partial_dir ? "--partial-dir '${params.partial_dir}/${run}'" : ''
+    // partial files outside the task folder survive a retry; 'partial' keeps them in the task
+    def stage = params.partial_dir ? "${params.partial_dir}/${run}" : 'partial'
     """
     fetch_run.py --run '${run}' --urls '${urls}' --md5s '${md5s}' --bytes '${bytes}' \\
-        --outdir fetched ${stage} --report '${run}.verdict.tsv' \\
+        --outdir fetched --partial-dir '${stage}' --report '${run}.verdict.tsv' \\
         --timeout ${params.timeout} --retries ${params.retries} \\
         --transient-budget ${params.transient_budget}
     """

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+import pytest
 
 from .conftest import BIN, Fault
 from .test_run_chunk import make_worker, manifest
@@ -161,3 +165,37 @@ def test_a_done_json_that_is_not_json_is_reported_with_the_reason(tmp_path):
     state = status(worker)
     assert state["state"] == "crashed"
     assert state["detail"].startswith("out/DONE.json is not JSON")
+
+
+UNIT = BIN.parent / "microfetch-worker@.service"
+
+
+def test_the_systemd_unit_verifies_and_runs_the_supervisor_of_the_instance_folder(tmp_path):
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        if os.environ.get("CI"):
+            raise AssertionError("CI must install Debian's systemd for systemd-analyze")
+        pytest.skip("systemd-analyze is not installed")
+    shutil.copy(UNIT, tmp_path / UNIT.name)
+    instance = "microfetch-worker@mf-562-0-abc123.service"
+    result = subprocess.run([analyze, "verify", "--man=no", instance], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""  # no unknown key, no bad value: systemd warns and goes on
+    text = UNIT.read_text()
+    assert re.search(r"^ExecStart=/usr/bin/python3 \$\{MICROFETCH_WORKERS_DIR\}/%i/nextflow/bin/"
+                     r"supervise\.py \$\{MICROFETCH_WORKERS_DIR\}/%i ", text, re.M)
+    assert "Restart=on-failure" in text
+    assert "RestartPreventExitStatus=3 75" in text  # the supervisor's final exit codes
+
+
+def test_systemd_analyze_catches_a_broken_unit(tmp_path):
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("systemd-analyze is not installed")
+    broken = UNIT.read_text().replace("Restart=on-failure", "Restart=sometimes")
+    (tmp_path / UNIT.name).write_text(broken)
+    result = subprocess.run([analyze, "verify", "--man=no",
+                             "microfetch-worker@mf-562-0-abc123.service"], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=120)
+    assert "restart specifier" in result.stderr  # so the check above can fail
