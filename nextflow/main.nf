@@ -20,9 +20,9 @@ params {
     // retries of a file whose content is wrong, and of a task that died without a verdict
     retries: Integer = 3
     // seconds a transfer may stall before the attempt fails
-    timeout: Float = 60
+    timeout: Float = 60.0
     // seconds without progress before a transient failure (outage, 5xx) is final
-    transient_budget: Float = 600
+    transient_budget: Float = 600.0
 }
 
 process FETCH_RUN {

@@ -21,7 +21,12 @@ from .conftest import BIN, Fault
 from .nextflow_stub import params_block, process_script, render
 from .test_run_chunk import make_worker, manifest
 
-reftrace = pytest.importorskip("reftrace")
+try:
+    import reftrace
+except ImportError:  # the test extras install it; CI must not pass by skipping
+    if os.environ.get("CI"):
+        raise
+    pytest.skip("reftrace is not installed (pip install reftrace)", allow_module_level=True)
 
 PIPELINE = BIN.parent
 MAIN_NF = (PIPELINE / "main.nf").read_text()
