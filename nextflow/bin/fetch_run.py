@@ -246,6 +246,29 @@ def _present(target: Path, want: Expected) -> bool:
         and md5_file(target).hexdigest() == want.md5
 
 
+class Backoff:
+    """Waits after transient failures: doubling up to a cap, until a budget without progress.
+
+    Progress (bytes added to the part file) renews the budget and restarts the doubling, so a
+    host that keeps sending is never given up, and one that sends nothing is given up after
+    ``budget`` seconds.
+    """
+
+    def __init__(self, first: float, cap: float, budget: float,
+                 clock: Callable[[], float]) -> None:
+        self.first, self.cap, self.budget, self.clock = first, cap, budget, clock
+        self.wait, self.quiet_since = first, clock()
+
+    def next_wait(self, progressed: bool) -> float | None:
+        """The wait before the next try, or None when the budget is spent."""
+        if progressed:
+            self.wait, self.quiet_since = self.first, self.clock()
+        if self.clock() - self.quiet_since + self.wait > self.budget:
+            return None
+        wait, self.wait = self.wait, min(max(self.wait, 0.0) * 2, self.cap)
+        return wait
+
+
 def fetch_file(run: str, want: Expected, outdir: Path, *, timeout: float = 60,
                retries: int = 3, backoff: float = 2.0, transient_budget: float = 600.0,
                max_wait: float = MAX_WAIT, stop: threading.Event | None = None,
@@ -264,8 +287,8 @@ def fetch_file(run: str, want: Expected, outdir: Path, *, timeout: float = 60,
     outdir.mkdir(parents=True, exist_ok=True)
     part = target.with_name(target.name + ".part")
     tries = _Tries(target.with_name(target.name + ".tries"))
-    fetched, mismatches, wait, error = 0, 0, backoff, FetchError("not tried")
-    quiet_since = clock()  # the transient budget counts time without progress
+    waits = Backoff(backoff, max_wait, transient_budget, clock)
+    fetched, mismatches, error = 0, 0, FetchError("not tried")
     for _ in range(MAX_TRIES):
         if stop.is_set():
             error = FetchError("stopped", permanent=True, cause=STOPPED)
@@ -276,15 +299,12 @@ def fetch_file(run: str, want: Expected, outdir: Path, *, timeout: float = 60,
             received, digest = _attempt(want, part, timeout, stop)
         except (FetchError, *TRANSIENT_ERRORS) as exc:
             error = _classify(exc, want)
-            if error.permanent:
-                break
-            if _size(part) > before:  # progress: the host works, give it a fresh budget
-                quiet_since, wait = clock(), backoff
-            if clock() - quiet_since + wait > transient_budget:
-                error = FetchError(f"{error} (no progress for {transient_budget:g} s)")
+            wait = None if error.permanent else waits.next_wait(_size(part) > before)
+            if wait is None:
+                if not error.permanent:
+                    error = FetchError(f"{error} (no progress for {transient_budget:g} s)")
                 break
             sleep(wait)
-            wait = min(max(wait, 0.0) * 2, max_wait)
             continue
         fetched += received
         message = _verify(part, want, digest.hexdigest())
@@ -294,8 +314,7 @@ def fetch_file(run: str, want: Expected, outdir: Path, *, timeout: float = 60,
             return Result(run, target.name, want.size, want.md5, True, "", fetched,
                           attempts=tries.count, finished_at=utc_stamp())
         part.unlink(missing_ok=True)  # wrong bytes: the next attempt starts from zero
-        error = FetchError(message, cause=CONTENT)
-        mismatches += 1
+        error, mismatches = FetchError(message, cause=CONTENT), mismatches + 1
         if mismatches > retries:
             break
         sleep(min(backoff * 2 ** (mismatches - 1), max_wait))

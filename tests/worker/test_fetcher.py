@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from fetch_run import Expected, FetchError, expected_files, fetch_file, open_stream
+from fetch_run import Backoff, Expected, FetchError, expected_files, fetch_file, open_stream
 
 from .conftest import BIN, Fault, fastq_gz, md5
 
@@ -175,3 +175,16 @@ def test_an_unsupported_scheme_is_a_permanent_error():
         assert exc.permanent and "not http, https or ftp" in str(exc)
     else:
         raise AssertionError("gopher was accepted")
+
+
+def test_an_outage_is_waited_out_with_doubling_capped_waits_for_the_whole_budget():
+    clock = FakeClock()
+    waits = Backoff(first=2.0, cap=60.0, budget=600.0, clock=clock)
+    for _ in range(100):
+        wait = waits.next_wait(progressed=False)
+        if wait is None:
+            break
+        clock.sleep(wait)
+    assert clock.waits[:6] == [2.0, 4.0, 8.0, 16.0, 32.0, 60.0]
+    assert set(clock.waits[6:]) == {60.0}
+    assert sum(clock.waits) <= 600.0 < sum(clock.waits) + 60.0  # given up once it would overrun
