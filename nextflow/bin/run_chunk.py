@@ -403,6 +403,16 @@ def finish(worker: Path, done: dict[str, object]) -> None:
     call_back(worker, done)
 
 
+def group_leader() -> int:
+    """The pid homes before ``supervise.py --status`` signal as a group (``kill -- -pid``).
+
+    Under a supervisor started with setsid that is the supervisor, so stopping the group stops
+    both; a group led by anything else (a shell, a test) is never named, only this process.
+    """
+    group = os.getpgid(0)
+    return group if group in (os.getpid(), os.getppid()) else os.getpid()
+
+
 def run(worker: Path, options: Options) -> int:
     out = worker / "out"
     out.mkdir(parents=True, exist_ok=True)
@@ -410,7 +420,7 @@ def run(worker: Path, options: Options) -> int:
     if lock is None:
         log(f"another runner is working in {worker}: not starting a second one")
         return EXIT_BUSY
-    (worker / "run_chunk.pid").write_text(f"{os.getpid()}\n")  # the bare pid, for old homes
+    (worker / "run_chunk.pid").write_text(f"{group_leader()}\n")
     write_pid_file(worker / "run_chunk.id", worker)
     try:
         runs = read_chunk(worker / "chunk.tsv")

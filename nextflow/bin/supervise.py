@@ -112,6 +112,9 @@ class Supervisor:
                     f"in {wait:g} s")
                 if STOP.wait(wait):
                     break
+            if not (self.worker / "chunk.tsv").exists():
+                log(f"{self.worker} was removed: nothing left to run")
+                return EXIT_DONE
             save_state(self.worker, "running", f"runner start {restarts + 1}", restarts)
             code = self._run_once()
             if _done(self.worker) or STOP.is_set():

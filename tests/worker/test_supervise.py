@@ -102,6 +102,8 @@ def test_a_second_start_refuses_while_a_runner_lives_and_a_stop_is_for_good(tmp_
     record = json.loads((worker / "supervise.pid").read_text())
     assert state["state"] == "running"
     assert state["runner_id"] == f"{worker.name}:{record['pid']}:{record['start_time']}"
+    # the bare pid older homes signal as a group is the supervisor's: it leads the session
+    assert int((worker / "run_chunk.pid").read_text()) == first.pid == record["pid"]
 
     second = supervise(worker)
     _, err = second.communicate(timeout=WAIT_SECONDS)
