@@ -232,7 +232,12 @@ def fetch_with_nextflow(runs: Runs, worker: Path, manifest: Manifest, options: O
     process = subprocess.Popen(argv, cwd=worker, env=nextflow_env())
     pending = dict(runs)
     for _ in range(int(MAX_PIPELINE_SECONDS / POLL_SECONDS)):
-        if process.poll() is not None or STOP.wait(POLL_SECONDS):
+        try:
+            process.wait(timeout=POLL_SECONDS)
+            break
+        except subprocess.TimeoutExpired:
+            pass
+        if STOP.is_set():
             break
         take_verdicts(worker, manifest, pending, final=False)
     code = _end(process)

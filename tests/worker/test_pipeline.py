@@ -20,6 +20,7 @@ import pytest
 from .conftest import BIN, Fault
 from .nextflow_stub import params_block, process_script, render
 from .test_run_chunk import make_worker, manifest
+from .test_supervise import wait_for
 
 try:
     import reftrace
@@ -195,3 +196,22 @@ def test_without_nextflow_the_runner_never_needs_it(tmp_path, file_server):
     worker = make_worker(tmp_path, file_server, {"ERR1": ["ERR1_1.fastq.gz"]})
     assert run_chunk(worker, None).returncode == 0
     assert not (worker / "pipeline_trace.tsv").exists()
+
+
+def test_the_manifest_takes_each_published_verdict_while_the_pipeline_runs(tmp_path,
+                                                                          file_server):
+    worker = with_pipeline(make_worker(tmp_path, file_server, {"ERR1": ["ERR1_1.fastq.gz"],
+                                                               "ERR2": ["ERR2_1.fastq.gz"]}))
+    file_server.faults["/vol1/ERR2/ERR2_1.fastq.gz"] = Fault("hold", after=100)
+    env, _ = nextflow_on_path(tmp_path)
+    runner = subprocess.Popen([sys.executable, str(BIN / "run_chunk.py"), str(worker),
+                               "--timeout", "30"], env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: (worker / "out" / "manifest.tsv").exists(), "the first verdict")
+        assert runner.poll() is None  # ERR2 is still being fetched
+        assert [(r["run"], r["status"]) for r in manifest(worker)] == [("ERR1", "ok")]
+    finally:
+        file_server.release.set()
+        runner.communicate(timeout=120)
+    assert runner.returncode == 0
+    assert [r["status"] for r in manifest(worker)] == ["ok", "ok"]
