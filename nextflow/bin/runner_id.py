@@ -61,11 +61,14 @@ def is_alive(record: dict[str, Any] | None, script: str) -> bool:
     if start_time(pid) != record.get("start_time"):
         return False
     try:
-        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        argv = [os.fsdecode(arg) for arg in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")]
+        cwd = os.readlink(f"/proc/{pid}/cwd")
     except OSError:
         return False
-    worker = str(record.get("worker", "")).encode()
-    return any(arg.endswith(script.encode()) for arg in argv) and worker in argv
+    # the folder may have been given relative or through a symlink: compare real paths
+    worker = os.path.realpath(str(record.get("worker", "")))
+    named = any(os.path.realpath(os.path.join(cwd, arg)) == worker for arg in argv if arg)
+    return named and any(arg.endswith(script) for arg in argv)
 
 
 def hold_lock(path: Path) -> IO[str] | None:

@@ -30,11 +30,14 @@ def wait_for(condition: Callable[[], object], what: str) -> None:
         time.sleep(0.05)
 
 
-def supervise(worker: Path, *args: str) -> subprocess.Popen[str]:
+def supervise(worker: Path, *args: str, cwd: Path | None = None) -> subprocess.Popen[str]:
+    """Start the supervisor in its own session, as home does (setsid)."""
+    folder = worker.relative_to(cwd) if cwd else worker
     return subprocess.Popen(
-        [sys.executable, str(BIN / "supervise.py"), str(worker), "--restart-backoff", "0.1",
+        [sys.executable, str(BIN / "supervise.py"), str(folder), "--restart-backoff", "0.1",
          "--timeout", "30", *args],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        cwd=cwd)
 
 
 def status(worker: Path) -> dict:
@@ -96,7 +99,7 @@ def test_a_second_start_refuses_while_a_runner_lives_and_a_stop_is_for_good(tmp_
                                                                            file_server):
     worker = make_worker(tmp_path, file_server, {"ERR1": ["ERR1_1.fastq.gz"]})
     file_server.faults["/vol1/ERR1/ERR1_1.fastq.gz"] = Fault("hold", after=100)
-    first = supervise(worker)
+    first = supervise(worker, cwd=tmp_path)  # a relative path names the same folder
     wait_for(lambda: file_server.requests, "the first request")
     state = status(worker)
     record = json.loads((worker / "supervise.pid").read_text())
