@@ -5,7 +5,7 @@ Usage: ``preflight.py WORKER_DIR [--pipeline auto|embedded|nextflow]``.
 
 Checks the Python version (the worker scripts need 3.9 or newer), the free disk against the
 bytes the chunk still has to fetch, and the tools: ``rsync`` always (home pulls with it), and
-``nextflow`` and ``java`` when the pipeline mode is ``nextflow``.
+``nextflow`` and ``java`` (17 or newer) when the pipeline mode is ``nextflow``.
 
 Written for old interpreters on purpose (no ``from __future__ import annotations``, no
 3.9-only syntax), so that a host with Python 3.6 gets told why instead of a SyntaxError.
@@ -15,11 +15,14 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import shutil
+import subprocess
 import sys
 from typing import Dict, List, Optional
 
 MIN_PYTHON = (3, 9)
+MIN_JAVA = 17                # Nextflow 25.10 runs on Java 17 or newer
 DISK_MARGIN = 1.05           # filesystem slack, a manifest, logs
 DISK_SPARE_BYTES = 200 * 10**6
 
@@ -81,6 +84,30 @@ def check_tools(pipeline: str, reasons: List[str]) -> Dict[str, Optional[str]]:
     return found
 
 
+def java_major(java: str) -> Optional[int]:
+    """The major version ``java -version`` reports (8 for "1.8.0"), or None."""
+    try:
+        out = subprocess.run([java, "-version"], stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, timeout=30).stdout.decode(errors="replace")
+    except (OSError, subprocess.SubprocessError):
+        return None
+    match = re.search(r'version "(\d+)(?:\.(\d+))?', out)
+    if match is None:
+        return None
+    major = int(match.group(1))
+    return int(match.group(2) or 0) if major == 1 else major
+
+
+def check_java(found: Dict[str, Optional[str]], reasons: List[str]) -> Optional[int]:
+    java = found.get("java")
+    if not java:
+        return None
+    major = java_major(java)
+    if major is None or major < MIN_JAVA:
+        reasons.append("java {} is older than {} (Nextflow needs it)".format(major, MIN_JAVA))
+    return major
+
+
 def preflight(worker: str, pipeline: str) -> Dict[str, object]:
     reasons = []  # type: List[str]
     report = {
@@ -89,6 +116,8 @@ def preflight(worker: str, pipeline: str) -> Dict[str, object]:
         "tools": check_tools(pipeline, reasons),
         "pipeline": pipeline,
     }  # type: Dict[str, object]
+    if pipeline == "nextflow":
+        report["java_major"] = check_java(report["tools"], reasons)  # type: ignore[arg-type]
     if not os.path.isdir(worker):
         reasons.append("no worker folder {}".format(worker))
     report["ok"] = not reasons

@@ -72,3 +72,19 @@ def test_an_old_python_is_named_instead_of_failing_to_start(tmp_path):
     code, report = preflight(worker_with(tmp_path, [1000]), python=python)
     assert code == 1
     assert report["reasons"] == [f"python {report['python']['version']} is older than 3.9"]
+
+
+def test_the_nextflow_mode_refuses_a_java_too_old_for_nextflow(tmp_path):
+    worker = worker_with(tmp_path, [1000])
+    tools = tmp_path / "tools"
+    tools.mkdir()
+    (tools / "rsync").symlink_to("/bin/true")
+    (tools / "nextflow").symlink_to("/bin/true")
+    # Java 11's answer, as Ubuntu 22.04's default-jre-headless gives it
+    (tools / "java").write_text('#!/bin/sh\necho \'openjdk version "11.0.22" 2024-01-16\' >&2\n')
+    (tools / "java").chmod(0o755)
+    code, report = preflight(worker, "--pipeline", "nextflow",
+                             env={**os.environ, "PATH": f"{tools}:/bin:/usr/bin"})
+    assert code == 1
+    assert report["java_major"] == 11
+    assert report["reasons"] == ["java 11 is older than 17 (Nextflow needs it)"]
