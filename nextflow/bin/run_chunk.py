@@ -222,15 +222,19 @@ def nextflow_env() -> dict[str, str]:
 
 def fetch_with_nextflow(runs: Runs, worker: Path, manifest: Manifest, options: Options) -> int:
     """Run the pipeline on the pending runs, entering each verdict as it is published."""
+    pending = dict(runs)
+    # verdicts published just before an earlier runner died: entered, never fetched again
+    take_verdicts(worker, manifest, pending, final=False)
+    if not pending:
+        return 0
     chunk = worker / "chunk.tsv"
-    if len(runs) != len(manifest.order):
+    if len(pending) != len(manifest.order):
         chunk = worker / "pending.tsv"  # only what is left after an earlier runner
-        write_atomic(chunk, pending_tsv(runs))
+        write_atomic(chunk, pending_tsv(list(pending.items())))
     (worker / "verdicts").mkdir(exist_ok=True)
     argv = nextflow_argv(worker, chunk, options)
     log("running " + " ".join(argv))
     process = subprocess.Popen(argv, cwd=worker, env=nextflow_env())
-    pending = dict(runs)
     for _ in range(int(MAX_PIPELINE_SECONDS / POLL_SECONDS)):
         try:
             process.wait(timeout=POLL_SECONDS)

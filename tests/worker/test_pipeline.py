@@ -215,3 +215,31 @@ def test_the_manifest_takes_each_published_verdict_while_the_pipeline_runs(tmp_p
         runner.communicate(timeout=120)
     assert runner.returncode == 0
     assert [r["status"] for r in manifest(worker)] == ["ok", "ok"]
+
+
+def test_a_restarted_runner_hands_the_pipeline_only_the_runs_not_yet_finished(tmp_path,
+                                                                             file_server):
+    worker = with_pipeline(make_worker(tmp_path, file_server, {
+        "ERR1": ["ERR1_1.fastq.gz"], "ERR2": ["ERR2_1.fastq.gz"], "ERR3": ["ERR3_1.fastq.gz"]}))
+    env, record = nextflow_on_path(tmp_path)
+    assert run_chunk(worker, env).returncode == 0
+    # As if the runner died: ERR1 in the manifest, ERR2 published but not yet entered,
+    # ERR3 never finished.
+    lines = (worker / "out" / "manifest.tsv").read_text().splitlines()
+    (worker / "out" / "manifest.tsv").write_text("\n".join(lines[:2]) + "\n")
+    (worker / "out" / "DONE.json").unlink()
+    shutil.rmtree(worker / "out" / "ERR3")
+    (worker / "verdicts" / "ERR3.verdict.tsv").unlink()
+    record.unlink()
+    requests = len(file_server.requests)
+
+    result = run_chunk(worker, env)
+
+    assert result.returncode == 0, result.stderr
+    call = json.loads(record.read_text())["argv"]
+    pending = Path(call[call.index("--chunk") + 1])
+    assert pending.name == "pending.tsv"
+    assert [line.split("\t")[0] for line in pending.read_text().splitlines()[1:]] == ["ERR3"]
+    assert [r["path"] for r in file_server.requests[requests:]] == ["/vol1/ERR3/ERR3_1.fastq.gz"]
+    assert [(r["run"], r["status"]) for r in manifest(worker)] == [
+        ("ERR1", "ok"), ("ERR2", "ok"), ("ERR3", "ok")]
