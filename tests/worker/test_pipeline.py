@@ -243,3 +243,18 @@ def test_a_restarted_runner_hands_the_pipeline_only_the_runs_not_yet_finished(tm
     assert [r["path"] for r in file_server.requests[requests:]] == ["/vol1/ERR3/ERR3_1.fastq.gz"]
     assert [(r["run"], r["status"]) for r in manifest(worker)] == [
         ("ERR1", "ok"), ("ERR2", "ok"), ("ERR3", "ok")]
+
+
+def test_a_task_resumes_the_partial_file_an_earlier_attempt_left(tmp_path, file_server):
+    worker = with_pipeline(make_worker(tmp_path, file_server, {"ERR1": ["ERR1_1.fastq.gz"]}))
+    data = file_server.files["/vol1/ERR1/ERR1_1.fastq.gz"]
+    stage = worker / "partial" / "ERR1"
+    stage.mkdir(parents=True)
+    (stage / "ERR1_1.fastq.gz.part").write_bytes(data[:3000])  # what a killed task received
+    (stage / "ERR1_1.fastq.gz.tries").write_text("1\n")
+    env, _ = nextflow_on_path(tmp_path)
+    assert run_chunk(worker, env).returncode == 0
+    (request,) = file_server.requests
+    assert request["range"] == "bytes=3000-" and request["sent"] == len(data) - 3000
+    (row,) = manifest(worker)
+    assert (row["status"], row["attempts"]) == ("ok", "2")  # the earlier try counts too
