@@ -60,12 +60,15 @@ class FetchError(Exception):
 
 @dataclass(frozen=True)
 class Expected:
+    """One file of a run as chunk.tsv describes it."""
+
     url: str
     md5: str
     size: int
 
     @property
     def name(self) -> str:
+        """The file name, the last part of the URL's path."""
         name = Path(urllib.parse.urlparse(self.url).path).name
         if not name or name in {".", ".."}:
             raise FetchError(f"{self.url} has no file name", permanent=True)
@@ -95,10 +98,12 @@ class Result:
 
 
 def utc_stamp() -> str:
+    """Now, as ISO-8601 UTC to the second."""
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def md5_file(path: Path, digest: hashlib._Hash | None = None) -> hashlib._Hash:
+    """The MD5 of a file, continuing ``digest`` when given."""
     digest = digest or hashlib.md5(usedforsecurity=False)
     with open(path, "rb") as handle:
         chunk = handle.read(BUFFER)
@@ -168,6 +173,7 @@ def _ftp_stream(url: str, offset: int, timeout: float) -> tuple[Iterator[bytes],
 
 
 def open_stream(url: str, offset: int, timeout: float) -> tuple[Iterator[bytes], bool]:
+    """Chunks of ``url`` from ``offset`` on (HTTP or FTP), and whether it resumed."""
     scheme = urllib.parse.urlparse(url).scheme
     if scheme in ("http", "https"):
         return _http_stream(url, offset, timeout)
@@ -219,12 +225,14 @@ class _Tries:
             self.count = 0
 
     def add(self) -> int:
+        """Count one more try, on disk too."""
         self.count += 1
         with contextlib.suppress(OSError):
             self.path.write_text(f"{self.count}\n")
         return self.count
 
     def clear(self) -> None:
+        """Forget the count once the file is verified."""
         self.path.unlink(missing_ok=True)
 
 
@@ -416,6 +424,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command line: fetch one run, print its failures, exit 0 when all is well."""
     args = _parser().parse_args(argv)
     try:
         files = expected_files(args.urls, args.md5s, args.bytes)

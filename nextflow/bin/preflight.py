@@ -53,6 +53,7 @@ def bytes_held(worker: str) -> int:
 
 
 def check_python(reasons: List[str]) -> Dict[str, object]:
+    """This interpreter's version against the minimum."""
     version = ".".join(str(part) for part in sys.version_info[:3])
     ok = sys.version_info[:2] >= MIN_PYTHON
     if not ok:
@@ -61,6 +62,7 @@ def check_python(reasons: List[str]) -> Dict[str, object]:
 
 
 def check_disk(worker: str, reasons: List[str]) -> Dict[str, object]:
+    """Free disk in the worker folder against what the chunk still needs."""
     try:
         need = max(0, chunk_bytes(worker) - bytes_held(worker))
     except (OSError, ValueError) as exc:
@@ -76,6 +78,7 @@ def check_disk(worker: str, reasons: List[str]) -> Dict[str, object]:
 
 
 def check_tools(pipeline: str, reasons: List[str]) -> Dict[str, Optional[str]]:
+    """Where the tools are; the missing ones the mode needs are reasons."""
     wanted = ["rsync"] + (["nextflow", "java"] if pipeline == "nextflow" else [])
     found = {tool: shutil.which(tool) for tool in [*wanted, "nextflow"]}
     missing = [tool for tool in wanted if not found[tool]]
@@ -99,6 +102,7 @@ def java_major(java: str) -> Optional[int]:
 
 
 def check_java(found: Dict[str, Optional[str]], reasons: List[str]) -> Optional[int]:
+    """Java's major version, a reason when Nextflow cannot run on it."""
     java = found.get("java")
     if not java:
         return None
@@ -109,6 +113,7 @@ def check_java(found: Dict[str, Optional[str]], reasons: List[str]) -> Optional[
 
 
 def preflight(worker: str, pipeline: str) -> Dict[str, object]:
+    """The whole report: ``ok`` and the ``reasons`` when not."""
     reasons = []  # type: List[str]
     report = {
         "python": check_python(reasons),
@@ -126,6 +131,7 @@ def preflight(worker: str, pipeline: str) -> Dict[str, object]:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    """The command line: print the report, exit 0 when the host can run the chunk."""
     parser = argparse.ArgumentParser(description="Check that this host can run a chunk.")
     parser.add_argument("worker", help="the worker folder (holds chunk.tsv)")
     parser.add_argument("--pipeline", choices=("auto", "embedded", "nextflow"), default="auto",

@@ -46,6 +46,7 @@ def write_pid_file(path: Path, worker: Path, pid: int | None = None) -> dict[str
 
 
 def read_pid_file(path: Path) -> dict[str, Any] | None:
+    """A pid file's record, or None when it is missing or unreadable."""
     try:
         record = json.loads(path.read_text())
     except (OSError, ValueError):

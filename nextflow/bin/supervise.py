@@ -49,10 +49,12 @@ STOP = threading.Event()
 
 
 def log(message: str) -> None:
+    """One line on stderr, stamped in UTC."""
     print(f"{utc_stamp()} supervise: {message}", file=sys.stderr, flush=True)
 
 
 def save_state(worker: Path, state: str, detail: str, restarts: int) -> None:
+    """The supervisor's last word, for ``--status`` after it is gone."""
     record = {"state": state, "detail": detail, "restarts": restarts, "updated_at": utc_stamp()}
     tmp = worker / f".{STATE_FILE}.tmp"
     tmp.write_text(json.dumps(record) + "\n")
@@ -82,12 +84,14 @@ class Supervisor:
         self.child: subprocess.Popen[bytes] | None = None
 
     def request_stop(self, *_: object) -> None:
+        """The SIGTERM handler: stop, and pass the stop on to the runner."""
         STOP.set()
         child = self.child
         if child and child.poll() is None:
             child.send_signal(signal.SIGTERM)  # the runner stops without writing DONE.json
 
     def run(self) -> int:
+        """Supervise the folder's runner; refuses when one already lives."""
         lock = hold_lock(self.worker / "supervise.lock")
         other = living_runner(self.worker)
         if lock is None or other:
@@ -214,6 +218,7 @@ def _log_to(path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command line: supervise, or print the status, or stop."""
     args, runner_args = _parse(sys.argv[1:] if argv is None else argv)
     worker = args.worker.resolve()
     if args.status:

@@ -65,7 +65,8 @@ def test_every_param_is_typed_with_a_default_that_the_config_and_readme_repeat()
 
 def test_run_chunk_passes_only_declared_params():
     sys.path.insert(0, str(BIN))
-    from run_chunk import Options, nextflow_argv
+    from chunk_state import Options
+    from nextflow_path import nextflow_argv
 
     argv = nextflow_argv(Path("/w/mf-1-0-aaaaaa"), Path("/w/chunk.tsv"), Options())
     given = {arg[2:] for arg in argv if arg.startswith("--")}
