@@ -20,42 +20,37 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ftplib
 import hashlib
-import http.client
 import os
 import shutil
-import socket
 import sys
 import threading
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-BUFFER = 1 << 20
-USER_AGENT = "microfetch-worker/1"
-CONTENT, TRANSIENT, STOPPED = "content", "transient", "stopped"
+from streams import (
+    BUFFER,
+    CONTENT,
+    STOPPED,
+    TRANSIENT,
+    TRANSIENT_ERRORS,
+    FetchError,
+    open_stream,
+)
+
+__all__ = ["CONTENT", "STOPPED", "TRANSIENT", "Backoff", "Expected", "FetchError", "Result",
+           "expected_files", "fetch_file", "fetch_run", "md5_file", "open_stream", "utc_stamp"]
+
 MAX_WAIT = 60.0          # cap on one transient backoff wait, s
 MAX_TRIES = 500          # hard bound on tries of one file, whatever the budget says
-TRANSIENT_HTTP = (408, 425, 429)
 MANIFEST_HEADER = ("run", "file", "bytes", "md5", "status", "error", "cause", "attempts",
                    "finished_at")
 EXIT_FAILED = 1          # a file failed (without --report)
 EXIT_USAGE = 2
-
-
-class FetchError(Exception):
-    """A file that could not be fetched; ``permanent`` errors are not retried."""
-
-    def __init__(self, message: str, permanent: bool = False, cause: str = "") -> None:
-        super().__init__(message)
-        self.permanent = permanent
-        self.cause = cause or (CONTENT if permanent else TRANSIENT)
 
 
 @dataclass(frozen=True)
@@ -111,78 +106,6 @@ def md5_file(path: Path, digest: hashlib._Hash | None = None) -> hashlib._Hash:
             digest.update(chunk)
             chunk = handle.read(BUFFER)
     return digest
-
-
-def _http_error(exc: urllib.error.HTTPError, url: str) -> FetchError:
-    transient = exc.code >= 500 or exc.code in TRANSIENT_HTTP
-    return FetchError(f"HTTP {exc.code} {exc.reason} for {url}", permanent=not transient)
-
-
-def _http_stream(url: str, offset: int, timeout: float) -> tuple[Iterator[bytes], bool]:
-    """Chunks from ``offset`` on, and whether the server honoured the range."""
-    request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
-    if offset:
-        request.add_header("Range", f"bytes={offset}-")
-    try:
-        response = urllib.request.urlopen(request, timeout=timeout)
-    except urllib.error.HTTPError as exc:
-        if exc.code == 416:
-            return iter(()), True  # nothing left to send: the part is already whole
-        raise _http_error(exc, url) from None
-    resumed = response.status == 206
-
-    def chunks() -> Iterator[bytes]:
-        with response:
-            # read1 hands over what arrived, so bytes before a cut are kept for the resume
-            chunk = response.read1(BUFFER)
-            while chunk:
-                yield chunk
-                chunk = response.read1(BUFFER)
-            if response.length:  # the server promised more than it sent: a cut
-                raise FetchError(f"connection to {url} closed {response.length} bytes early")
-
-    return chunks(), resumed
-
-
-def _ftp_stream(url: str, offset: int, timeout: float) -> tuple[Iterator[bytes], bool]:
-    parsed = urllib.parse.urlparse(url)
-    ftp = ftplib.FTP(timeout=timeout)
-    ftp.connect(parsed.hostname or "", parsed.port or 21)
-    ftp.login(parsed.username or "anonymous", parsed.password or "microfetch@")
-    ftp.voidcmd("TYPE I")
-    try:
-        conn = ftp.transfercmd(f"RETR {urllib.parse.unquote(parsed.path)}", rest=offset or None)
-    except ftplib.error_perm as exc:
-        ftp.close()
-        # 550: no such file, a property of the file; other 5xx replies may pass
-        raise FetchError(f"FTP {exc} for {url}", permanent=str(exc).startswith("550")) from None
-
-    def chunks() -> Iterator[bytes]:
-        try:
-            chunk = conn.recv(BUFFER)
-            while chunk:
-                yield chunk
-                chunk = conn.recv(BUFFER)
-            conn.close()
-            ftp.voidresp()  # 226 when the server sent it all; an error when it was cut
-        finally:
-            conn.close()
-            ftp.close()
-
-    return chunks(), True
-
-
-def open_stream(url: str, offset: int, timeout: float) -> tuple[Iterator[bytes], bool]:
-    """Chunks of ``url`` from ``offset`` on (HTTP or FTP), and whether it resumed."""
-    scheme = urllib.parse.urlparse(url).scheme
-    if scheme in ("http", "https"):
-        return _http_stream(url, offset, timeout)
-    if scheme == "ftp":
-        return _ftp_stream(url, offset, timeout)
-    raise FetchError(f"{url}: scheme {scheme!r} is not http, https or ftp", permanent=True)
-
-
-TRANSIENT_ERRORS = (OSError, socket.timeout, http.client.HTTPException, ftplib.Error, EOFError)
 
 
 def _attempt(want: Expected, part: Path, timeout: float,
