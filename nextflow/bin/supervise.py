@@ -26,6 +26,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -148,7 +149,9 @@ class Supervisor:
 
 
 def status(worker: Path) -> dict[str, Any]:
-    """The worker's state as home sees it: running, done, stopped, crashed or absent."""
+    """The worker's state as home sees it: running, done, bad_summary (DONE.json unreadable),
+    stopped (for good, by --stop), crashed (kept crashing: the supervisor gave up), dead (killed
+    from outside or the host went down) or absent (never started)."""
     known = read_pid_file(worker / "supervise.pid") or read_pid_file(worker / "run_chunk.id")
     runner = known["runner_id"] if known else None
     if not worker.is_dir():
@@ -158,7 +161,7 @@ def status(worker: Path) -> dict[str, Any]:
         try:
             summary = json.loads(done.read_text())
         except (OSError, ValueError) as exc:
-            return {"state": "crashed", "runner_id": runner,
+            return {"state": "bad_summary", "runner_id": runner,
                     "detail": f"out/DONE.json is not JSON: {exc}"}
         return {"state": "done", "runner_id": runner, "detail": summary}
     alive = living_runner(worker)
@@ -167,8 +170,8 @@ def status(worker: Path) -> dict[str, Any]:
     saved = _read_state(worker)
     if saved.get("state") in ("stopped", "crashed"):
         return {"state": saved["state"], "runner_id": runner, "detail": saved.get("detail")}
-    if known:
-        return {"state": "crashed", "runner_id": runner,
+    if known:  # not a crash it gave up on: killed from outside, or the host went down
+        return {"state": "dead", "runner_id": runner,
                 "detail": "the runner died without finishing (killed, or the host rebooted)"}
     return {"state": "absent", "runner_id": None, "detail": "no runner was started here"}
 
@@ -185,14 +188,39 @@ def _saved(worker: Path) -> str:
     return str(_read_state(worker).get("detail") or "")
 
 
-def stop(worker: Path) -> dict[str, Any]:
-    """Ask the living runner to stop for good; a later start will not run it again."""
+def stop(worker: Path, kill_after: float | None = None) -> dict[str, Any]:
+    """Stop the living runner for good; a later start will not run it again.
+
+    SIGTERM (the runner stops cleanly, keeping its partial files); with ``kill_after``, what
+    still lives that many seconds later gets SIGKILL, its process group too when it leads one.
+    """
     if worker.is_dir():
         (worker / STOP_FILE).write_text(utc_stamp() + "\n")
     alive = living_runner(worker)
     if alive:
         os.kill(int(alive["pid"]), signal.SIGTERM)  # checked against /proc just above
+    if alive and kill_after is not None:
+        deadline = time.monotonic() + kill_after
+        while time.monotonic() < deadline and living_runner(worker):
+            time.sleep(0.1)
+        _kill_what_lives(worker)
     return {"stopped": alive["runner_id"] if alive else None}
+
+
+def _kill_what_lives(worker: Path) -> None:
+    for _ in range(10):  # bounded: a supervisor, a runner, and nothing else lives here
+        alive = living_runner(worker)
+        if not alive:
+            return
+        pid = int(alive["pid"])
+        try:
+            if os.getpgid(pid) == pid:
+                os.killpg(pid, signal.SIGKILL)
+            else:
+                os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        time.sleep(0.1)
 
 
 def _parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
@@ -200,6 +228,8 @@ def _parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("worker", type=Path, help="the worker folder (holds chunk.tsv)")
     parser.add_argument("--status", action="store_true", help="print the state as JSON")
     parser.add_argument("--stop", action="store_true", help="stop the runner for good")
+    parser.add_argument("--kill-after", type=float, default=None, metavar="S",
+                        help="with --stop: SIGKILL what still lives after S seconds")
     parser.add_argument("--log", type=Path, default=None,
                         help="append the supervisor's and the runner's output to this file")
     parser.add_argument("--max-restarts", type=int, default=MAX_RESTARTS,
@@ -225,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(status(worker)))
         return 0
     if args.stop:
-        print(json.dumps(stop(worker)))
+        print(json.dumps(stop(worker, args.kill_after)))
         return 0
     if not (worker / "chunk.tsv").exists():
         log(f"{worker} holds no chunk.tsv: nothing to run")

@@ -17,6 +17,7 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 
 from backend.accessions import AccessionList, Exclusion, Run, RunStatus
+from backend.attempts import Cause, release
 from backend.chunking import Item, plan_chunks
 from backend.collect import settle_taxon
 from backend.compute.base import Chunk, ChunkRun, ComputeBackend, prepare_folder
@@ -230,7 +231,8 @@ class Dispatcher:
         with AccessionList.of(self.settings, record.taxon_id).edit(record.runs) as rows:
             for run in rows.values():
                 if run.worker == record.name and run.status is RunStatus.ASSIGNED:
-                    run.status, run.droplet_ip = RunStatus.PENDING, ""
+                    release(run, Cause.NOT_TRIED, f"starting worker {record.name} failed",
+                            self.settings.max_attempts)
 
     def resume(self) -> list[str]:
         """Finish starting workers whose record was claimed before a crash."""

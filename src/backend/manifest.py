@@ -22,10 +22,14 @@ BUFFER = 1 << 20
 
 @dataclass
 class Verdict:
-    """Per run: verified files, failures the worker reported, and problems found at home."""
+    """Per run: verified files; failures the worker reported, by cause (a content failure
+    counts an attempt, a transient one never does); runs it never finished; and problems found
+    at home."""
 
     ok: dict[str, list[Path]] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)
+    transient: dict[str, str] = field(default_factory=dict)
+    untried: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     bytes_ok: int = 0
 
@@ -38,14 +42,21 @@ def md5_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def read_done(out: Path) -> dict[str, Any]:
-    """``DONE.json``; OperationError when the pull did not bring it (not finished)."""
+def read_done(out: Path) -> dict[str, Any] | None:
+    """``DONE.json``; None when the worker did not finish; OperationError when it is bad."""
     try:
-        return json.loads((out / "DONE.json").read_text())
+        done = json.loads((out / "DONE.json").read_text())
     except FileNotFoundError:
-        raise OperationError(f"{out} has no DONE.json: the worker has not finished") from None
-    except json.JSONDecodeError as exc:
-        raise OperationError(f"{out}/DONE.json is not JSON ({exc})") from None
+        return None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BadSummary(f"{out.name}/DONE.json is not JSON ({exc})") from None
+    if not isinstance(done, dict):
+        raise BadSummary(f"{out.name}/DONE.json is not a JSON object")
+    return done
+
+
+class BadSummary(OperationError):
+    """A worker's DONE.json that cannot be read: a person must look (it is held)."""
 
 
 def read_manifest(out: Path) -> dict[str, dict[str, dict[str, str]]]:
@@ -60,9 +71,13 @@ def read_manifest(out: Path) -> dict[str, dict[str, dict[str, str]]]:
     return rows
 
 
-def verify_worker_output(out: Path, runs: Sequence[str], expected: Mapping[str, Run]) -> Verdict:
-    """Check every file the worker says it fetched: size and MD5 against the accession list."""
-    read_done(out)
+def verify_worker_output(out: Path, runs: Sequence[str], expected: Mapping[str, Run],
+                         finished: bool = True) -> Verdict:
+    """Check every file the worker says it fetched: size and MD5 against the accession list.
+
+    A run the manifest does not list was never finished: an unfinished worker's such runs are
+    ``untried``; a finished worker that left one out failed it.
+    """
     manifest = read_manifest(out)
     verdict = Verdict()
     for accession in runs:
@@ -71,9 +86,12 @@ def verify_worker_output(out: Path, runs: Sequence[str], expected: Mapping[str, 
             verdict.failed[accession] = "the run is no longer in the accession list"
             continue
         rows = manifest.get(accession, {})
-        error = _reported_failure(run, rows)
+        if not rows and not finished:
+            verdict.untried.append(accession)
+            continue
+        error, cause = _reported_failure(run, rows)
         if error:
-            verdict.failed[accession] = error
+            (verdict.transient if cause == "transient" else verdict.failed)[accession] = error
             continue
         problems = [p for p in (_check_file(out, run, i) for i in range(len(run.fastq_files))) if p]
         if problems:
@@ -85,17 +103,25 @@ def verify_worker_output(out: Path, runs: Sequence[str], expected: Mapping[str, 
     return verdict
 
 
-def _reported_failure(run: Run, rows: Mapping[str, Mapping[str, str]]) -> str:
-    """The worker's own error for a run, or '' when it reports every file ok."""
-    errors = []
+def _reported_failure(run: Run, rows: Mapping[str, Mapping[str, str]]) -> tuple[str, str]:
+    """The worker's own error for a run and its cause, or ('', '') when every file is ok.
+
+    The cause is ``transient`` only when every failed file failed for the host's fault; a
+    manifest from before causes were recorded counts as ``content``.
+    """
+    errors, causes = [], set()
     for path in run.fastq_files:
         name = Path(path).name
         row = rows.get(name)
         if row is None:
             errors.append(f"{name}: not in the worker's manifest")
+            causes.add("content")
         elif row.get("status") != "ok":
             errors.append(f"{name}: {row.get('error') or 'failed'}")
-    return "; ".join(errors)
+            causes.add(row.get("cause") or "content")
+    if not errors:
+        return "", ""
+    return "; ".join(errors), "transient" if causes == {"transient"} else "content"
 
 
 def _check_file(out: Path, run: Run, index: int) -> str:

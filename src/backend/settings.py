@@ -279,6 +279,14 @@ class Settings:
         "MICROFETCH_WORKER_MAX_AGE_HOURS", 48.0, _float(0.01, unit=" of hours"),
         "A worker older than this is flagged in `needs_attention`.",
     )
+    start_deadline_minutes: float = _setting(
+        "MICROFETCH_START_DEADLINE_MINUTES", 30.0, _float(1, unit=" of minutes"),
+        "A worker still starting after this long is flagged in `needs_attention`.",
+    )
+    collect_deadline_hours: float = _setting(
+        "MICROFETCH_COLLECT_DEADLINE_HOURS", 6.0, _float(0.01, unit=" of hours"),
+        "A finished worker not collected within this long is flagged in `needs_attention`.",
+    )
     orphan_grace_seconds: int = _setting(
         "MICROFETCH_ORPHAN_GRACE_SECONDS", 900, _int(0, unit=" of seconds"),
         "A live worker without a record is left alone this long before it is destroyed.",

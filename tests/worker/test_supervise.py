@@ -158,7 +158,7 @@ def test_a_pid_file_naming_another_process_is_not_taken_for_a_living_runner(tmp_
               "runner_id": f"{worker.name}:{me}:{start_time(me)}"}
     (worker / "supervise.pid").write_text(json.dumps(record))
     state = status(worker)
-    assert state["state"] == "crashed"
+    assert state["state"] == "dead"
     assert state["runner_id"] == record["runner_id"]
     assert "died without finishing" in state["detail"]
 
@@ -168,7 +168,7 @@ def test_a_done_json_that_is_not_json_is_reported_with_the_reason(tmp_path):
     (worker / "out").mkdir(parents=True)
     (worker / "out" / "DONE.json").write_text("{not json")
     state = status(worker)
-    assert state["state"] == "crashed"
+    assert state["state"] == "bad_summary"
     assert state["detail"].startswith("out/DONE.json is not JSON")
 
 

@@ -26,7 +26,36 @@ class WorkerState(StrEnum):
     STARTING = "starting"  # not yet reachable or runner not yet started
     RUNNING = "running"    # the chunk runner is working
     DONE = "done"          # out/DONE.json exists
-    GONE = "gone"          # the worker no longer exists (or its runner died without DONE.json)
+    GONE = "gone"          # the worker no longer exists, or its runner stopped or vanished
+    CRASHED = "crashed"    # the runner kept crashing and its supervisor gave up
+
+
+def state_from_supervisor(answer: dict[str, Any], folder_exists: bool = True) -> WorkerState:
+    """``supervise.py --status``'s JSON as a backend state."""
+    state = answer.get("state")
+    if state == "done":
+        return WorkerState.DONE
+    if state == "running":
+        return WorkerState.RUNNING
+    if state == "absent":
+        return WorkerState.STARTING if folder_exists else WorkerState.GONE
+    if state == "bad_summary":
+        return WorkerState.DONE  # finished, but its summary is bad: collection holds it
+    if state == "crashed":
+        return WorkerState.CRASHED
+    return WorkerState.GONE  # stopped, dead (killed, host rebooted) or no folder
+
+
+#: The only variables a runner inherits: no token or secret of the daemon's reaches a worker.
+RUNNER_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "JAVA_HOME",
+              "http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY",
+              "NXF_HOME", "NXF_VER", "NXF_SYNTAX_PARSER")
+
+
+def runner_env(environ: dict[str, str] | None = None) -> dict[str, str]:
+    """The runner's environment: the allow-list above, nothing else."""
+    environ = dict(os.environ) if environ is None else environ
+    return {name: environ[name] for name in RUNNER_ENV if name in environ}
 
 
 @dataclass(frozen=True)
@@ -124,7 +153,7 @@ def chunk_tsv(chunk: Chunk) -> str:
     return "\n".join(lines) + "\n"
 
 
-PIPELINE_FILES = ("main.nf", "nextflow.config", "bin")
+PIPELINE_FILES = ("main.nf", "nextflow.config", "bin", "microfetch-worker@.service")
 
 
 def prepare_folder(folder: Path, chunk: Chunk, token: str, callback_url: str,
