@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import signal
 import time
 from pathlib import Path
@@ -192,3 +193,32 @@ def test_dispatch_waits_with_a_warning_when_home_lacks_disk(lab, file_server, mo
     assert row.last_run_status is Status.WARNING and row.generated_warning
     assert row.stage is Stage.DISPATCH
     assert not lab.store.all()
+
+
+def test_a_daemon_killed_right_after_a_spawn_starts_no_second_runner(lab, file_server):
+    from backend.compute.local import _spawn_supervisor
+
+    dispatcher = local_lab(lab)
+    contents = lab.serve_runs(file_server, 1)
+    for acc in contents:
+        for name in contents[acc]:
+            file_server.faults[f"/vol1/fastq/{acc}/{name}"] = Fault("stall", after=50, times=99)
+    name, starting = dispatcher._claim(TAXON, list(lab.accessions.load().values()))
+    record = lab.store.get(name)
+    folder = lab.backend.folder(record)
+    shutil.copytree(dispatcher.outbox(name), folder)
+    with lab.store.edit(name) as current:  # what start() saved before it spawned...
+        current.phase = Phase.STARTING
+    _spawn_supervisor(folder)  # ...and the spawn; then the daemon died before saving the pid
+    starting.release()
+    try:
+        wait_for(lambda: len(runner_pids(folder)) >= 2)
+        before = sorted(runner_pids(folder))
+
+        assert dispatcher.resume() == [name]  # the restart takes it over
+
+        assert sorted(runner_pids(folder)) == before  # the same supervisor and runner
+        assert lab.store.get(name).phase is Phase.RUNNING
+    finally:
+        lab.backend.destroy(lab.store.get(name))
+    assert runner_pids(folder) == []
