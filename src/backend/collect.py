@@ -12,8 +12,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
-from backend.accessions import AccessionList, Exclusion, RunStatus
+from backend.accessions import AccessionList, Exclusion, Run, RunStatus
 from backend.attempts import Cause, release
 from backend.compute.base import ComputeBackend, WorkerState
 from backend.errors import OperationError
@@ -113,7 +114,8 @@ class Collector:
             return
         accessions = AccessionList.of(self.settings, record.taxon_id)
         verdict = verify_worker_output(staging, record.runs, accessions.get(record.runs),
-                                       finished=done is not None)
+                                       finished=done is not None,
+                                       products=record.extra.get("products", "reads"))
         if verdict.problems:
             self._hold(record, verdict.problems)
             report.held.append(record.name)
@@ -155,6 +157,8 @@ class Collector:
                 run = runs[accession]
                 run.status, run.fetched_at = RunStatus.FETCHED, now
                 run.droplet_ip, run.last_error = "", ""
+                if accession in verdict.assemblies:
+                    note_assembly(run, verdict.assemblies[accession])
             causes = [(verdict.failed, Cause.CONTENT), (verdict.transient, Cause.TRANSIENT)]
             untried = {a: "the worker stopped before it tried this run"
                        for a in verdict.untried}
@@ -187,6 +191,19 @@ class Collector:
             record.phase = phase
             if error:
                 record.last_error = error
+
+
+def note_assembly(run: Run, report: dict[str, Any]) -> None:
+    """The numbers of a run's assembly report, on the run (the accession list's columns)."""
+    assembled = report.get("status") == "assembled"
+    run.assembly_status = "assembled" if assembled else "failed"
+    run.assembly_path = f"{run.accession}/{run.accession}.contigs.fa.gz" if assembled else ""
+    run.assembly_md5 = str(report.get("contigs_md5") or "") if assembled else ""
+    for name in ("contigs", "total_length", "n50"):
+        value = report.get(name)
+        setattr(run, name, value if isinstance(value, int) and not isinstance(value, bool)
+                else None)
+    run.assembly_error = " ".join(str(report.get("error") or "").split())[:500]
 
 
 def settle_taxon(settings: Settings, registry: Registry, store: WorkerStore,

@@ -20,7 +20,7 @@ from backend.accessions import AccessionList, Exclusion, Run, RunStatus
 from backend.attempts import Cause, release
 from backend.chunking import Item, plan_chunks
 from backend.collect import settle_taxon
-from backend.compute.base import Chunk, ChunkRun, ComputeBackend, prepare_folder
+from backend.compute.base import Chunk, ChunkRun, ComputeBackend, prepare_folder, worker_options
 from backend.errors import OperationError
 from backend.logs import taxon_log
 from backend.registry import Registry, Status
@@ -176,6 +176,7 @@ class Dispatcher:
                     name=name, backend=self.backend.name, taxon_id=taxon_id, chunk=chunk,
                     runs=[r.accession for r in runs], bytes=sum(r.total_bytes for r in runs),
                     token_sha256=token_hash(token), created_at=utc_now(),
+                    extra={"products": self.settings.worker_products},
                 ))
         except _Taken:
             if starting is not None:
@@ -191,7 +192,7 @@ class Dispatcher:
                                             for r in runs))
         assert self.settings.pipeline_dir is not None
         return prepare_folder(self.outbox(name), spec, token, self.settings.callback_url,
-                              self.settings.pipeline_dir)
+                              self.settings.pipeline_dir, worker_options(self.settings))
 
     def _start(self, name: str) -> bool:
         record = self.store.get(name)

@@ -32,6 +32,7 @@ class Verdict:
     untried: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     bytes_ok: int = 0
+    assemblies: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def md5_of(path: Path) -> str:
@@ -72,11 +73,14 @@ def read_manifest(out: Path) -> dict[str, dict[str, dict[str, str]]]:
 
 
 def verify_worker_output(out: Path, runs: Sequence[str], expected: Mapping[str, Run],
-                         finished: bool = True) -> Verdict:
+                         finished: bool = True, products: str = "reads") -> Verdict:
     """Check every file the worker says it fetched: size and MD5 against the accession list.
 
     A run the manifest does not list was never finished: an unfinished worker's such runs are
-    ``untried``; a finished worker that left one out failed it.
+    ``untried``; a finished worker that left one out failed it. With ``products`` other than
+    ``reads``, each finished run also brings its assembly report, and its contigs when it
+    assembled (checked against the MD5 the report gives); its reads come only when the worker
+    kept them (``both``, or a failed assembly).
     """
     manifest = read_manifest(out)
     verdict = Verdict()
@@ -93,14 +97,50 @@ def verify_worker_output(out: Path, runs: Sequence[str], expected: Mapping[str, 
         if error:
             (verdict.transient if cause == "transient" else verdict.failed)[accession] = error
             continue
-        problems = [p for p in (_check_file(out, run, i) for i in range(len(run.fastq_files))) if p]
+        files: list[Path] = []
+        problems: list[str] = []
+        if products != "reads":
+            problems += _check_assembly(out, accession, files, verdict)
+        if products in ("reads", "both") or _reads_kept(out, run):
+            problems += [p for p in (_check_file(out, run, i)
+                                     for i in range(len(run.fastq_files))) if p]
+            files += [out / accession / Path(path).name for path in run.fastq_files]
         if problems:
             verdict.problems.extend(problems)
             continue
-        files = [out / accession / Path(path).name for path in run.fastq_files]
         verdict.ok[accession] = files
-        verdict.bytes_ok += run.total_bytes
+        verdict.bytes_ok += sum(path.stat().st_size for path in files)
     return verdict
+
+
+def _reads_kept(out: Path, run: Run) -> bool:
+    return any((out / run.accession / Path(path).name).exists() for path in run.fastq_files)
+
+
+def _check_assembly(out: Path, accession: str, files: list[Path], verdict: Verdict) -> list[str]:
+    """The run's assembly report (and contigs, when it assembled): problems, or none."""
+    report_path = out / accession / f"{accession}.assembly.json"
+    try:
+        report = json.loads(report_path.read_text())
+    except FileNotFoundError:
+        return [f"{accession}: the worker left no assembly report"]
+    except (ValueError, UnicodeDecodeError) as exc:
+        return [f"{accession}/{report_path.name} is not JSON ({exc})"]
+    if not isinstance(report, dict) or report.get("status") not in ("assembled", "failed"):
+        return [f"{accession}/{report_path.name} has no status assembled or failed"]
+    files.append(report_path)
+    verdict.assemblies[accession] = report
+    if report["status"] != "assembled":
+        return []
+    contigs = out / accession / f"{accession}.contigs.fa.gz"
+    if not contigs.is_file():
+        return [f"{accession}/{contigs.name} is missing after the transfer"]
+    got = md5_of(contigs)
+    if got != report.get("contigs_md5"):
+        return [f"{accession}/{contigs.name} has MD5 {got}, the worker recorded "
+                f"{report.get('contigs_md5')}"]
+    files.append(contigs)
+    return []
 
 
 def _reported_failure(run: Run, rows: Mapping[str, Mapping[str, str]]) -> tuple[str, str]:

@@ -292,6 +292,45 @@ class Settings:
         "A live worker without a record is left alone this long before it is destroyed.",
     )
 
+    # What workers bring home
+    worker_products: str = _setting(
+        "MICROFETCH_WORKER_PRODUCTS", "reads", _choice("reads", "assembly", "both"),
+        "What a worker brings home: `reads` (the FASTQ files), `assembly` (contigs and their "
+        "report; reads deleted on the worker once assembled) or `both`.",
+    )
+    assembler: str = _setting(
+        "MICROFETCH_ASSEMBLER", "skesa", _choice("skesa", "megahit"),
+        "Assembler run on the worker after fastp trimming (Debian packages of the same name).",
+    )
+    min_contig: int = _setting(
+        "MICROFETCH_MIN_CONTIG", 200, _int(1, unit=" of bases"),
+        "Contigs shorter than this are dropped from an assembly.",
+    )
+    assembly_min_total_length: int = _setting(
+        "MICROFETCH_ASSEMBLY_MIN_TOTAL_LENGTH", 0, _int(0, unit=" of bases"),
+        "An assembly shorter than this in total is recorded as failed (0: no limit).",
+    )
+    assembly_min_n50: int = _setting(
+        "MICROFETCH_ASSEMBLY_MIN_N50", 0, _int(0, unit=" of bases"),
+        "An assembly with a smaller N50 is recorded as failed (0: no limit).",
+    )
+    assembly_reads_on_failure: bool = _setting(
+        "MICROFETCH_ASSEMBLY_READS_ON_FAILURE", True, _bool,
+        "With `assembly`: a run whose assembly fails brings its reads home instead.",
+    )
+    assembly_threads: int = _setting(
+        "MICROFETCH_ASSEMBLY_THREADS", 0, _int(0, 256),
+        "Cores per assembly on a worker (0: all of the worker's cores, one assembly at a time).",
+    )
+    assembly_memory_gb: float = _setting(
+        "MICROFETCH_ASSEMBLY_MEMORY_GB", 0.0, _float(0, unit=" of GB"),
+        "Memory per assembly on a worker (0: three quarters of its RAM, at most 32).",
+    )
+    assembly_mb_per_core_minute: float = _setting(
+        "MICROFETCH_ASSEMBLY_MB_PER_CORE_MINUTE", 20.0, _float(0.01, unit=" of MB"),
+        "Reads one core assembles in a minute (MB of FASTQ), for the cost estimate.",
+    )
+
     # Daemon and web
     bind: str = _setting(
         "MICROFETCH_BIND", "127.0.0.1:8000", _bind, "Address the web server listens on."

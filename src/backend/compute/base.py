@@ -6,6 +6,7 @@ registry) is written once, above it. Every method is safe to call again after a 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from abc import ABC, abstractmethod
@@ -156,11 +157,26 @@ def chunk_tsv(chunk: Chunk) -> str:
 PIPELINE_FILES = ("main.nf", "nextflow.config", "bin", "microfetch-worker@.service")
 
 
+def worker_options(settings: Any) -> dict[str, Any]:
+    """``worker.json``: what the worker brings home and how it assembles (docs: worker.md)."""
+    return {
+        "products": settings.worker_products, "assembler": settings.assembler,
+        "min_contig": settings.min_contig,
+        "min_total_length": settings.assembly_min_total_length,
+        "min_n50": settings.assembly_min_n50, "assembly_threads": settings.assembly_threads,
+        "assembly_memory_gb": settings.assembly_memory_gb,
+        "reads_on_failure": settings.assembly_reads_on_failure,
+    }
+
+
 def prepare_folder(folder: Path, chunk: Chunk, token: str, callback_url: str,
-                   pipeline_dir: Path) -> Path:
-    """Write a worker folder: chunk.tsv, token (0600), callback_url and the pipeline."""
+                   pipeline_dir: Path, options: dict[str, Any] | None = None) -> Path:
+    """Write a worker folder: chunk.tsv, worker.json, token (0600), callback_url and the
+    pipeline."""
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write_text(folder / "chunk.tsv", chunk_tsv(chunk))
+    if options is not None:
+        atomic_write_text(folder / "worker.json", json.dumps(options, indent=2) + "\n")
     token_path = folder / "token"
     token_path.touch(mode=0o600, exist_ok=True)
     os.chmod(token_path, 0o600)
