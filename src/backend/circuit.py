@@ -79,7 +79,7 @@ class Circuit:
             return f"{self.service.label} is reachable"
         when = format_time(self.next_try) if self.paused(now) else "now"
         return (f"{self.service.label} unreachable since {format_time(self.since)} "
-                f"({self.failures} failed tries, last: {self.last_error}); next try {when}")
+                f"({self.failures} failed tries); next try {when}")
 
     def to_json(self, now: datetime) -> dict[str, Any]:
         return {"state": self.state.value, "since": format_time(self.since),

@@ -33,6 +33,8 @@ from backend.workers import WorkerStore
 ACTOR = "daemon"
 #: How `fetch_accession_links.record_failure` words the park it makes on a third failure.
 CHECK_PARK_PREFIX = "ENA failed "
+#: How `ena.EnaError` ends a transient failure's message; the heartbeat says when instead.
+RETRY_CLAUSE = "; it is tried again"
 #: A probe of ENA's portal: short, and never retried (the check before it already was).
 PROBE_TIMEOUT_SECONDS = 10.0
 
@@ -140,15 +142,16 @@ class Jobs:
             if exc.permanent:
                 raise
             self._unpark_transient(taxon_id)
+            cause = str(exc).split(RETRY_CLAUSE)[0]  # the next try is told here, not there
             if not portal_answers(self.settings):
-                circuit = ena_failed(self.settings, str(exc), now)
+                circuit = ena_failed(self.settings, cause, now)
                 logger.warning("ENA unreachable ({}); checks of every taxon paused until {} "
-                               "(failed try {})", exc, format_time(circuit.next_try),
+                               "(failed try {})", cause, format_time(circuit.next_try),
                                circuit.failures)
                 return f"ENA unreachable; checks paused until {format_time(circuit.next_try)}"
             self._back_to(ena_answered(self.settings, now), now)
-            wait = taxon_failed(self.settings, taxon_id, str(exc), now)
-            taxon_log(taxon_id).warning("check failed ({}); next try at {}", exc,
+            wait = taxon_failed(self.settings, taxon_id, cause, now)
+            taxon_log(taxon_id).warning("check failed ({}); next try at {}", cause,
                                         format_time(wait.next_try))
             return f"check failed; next try at {format_time(wait.next_try)}"
         self._back_to(ena_answered(self.settings, now), now)
