@@ -99,10 +99,11 @@ class TaxonRouter:
             handle = self._handle(int(taxon_id))
         except (TypeError, ValueError):
             return  # not a taxon id: the main log has the record anyway
-        handle.write(str(message))
-        handle.flush()
         if handle.tell() >= self.rotation_bytes:
             self._rotate(int(taxon_id))
+            handle = self._handle(int(taxon_id))
+        handle.write(str(message))
+        handle.flush()
 
     def _handle(self, taxon_id: int) -> IO[str]:
         handle = self.handles.get(taxon_id)
