@@ -151,3 +151,28 @@ def test_a_failing_webhook_is_logged_in_one_line_without_its_secret_path(tmp_pat
              if "alert webhook" in line]
     assert len(lines) == 1 and "http://127.0.0.1:9/…" in lines[0]
     assert "XXXXSECRET" not in (tmp_path / "microfetch.log").read_text()
+
+
+def test_a_job_failing_for_an_expected_cause_logs_one_line_and_a_surprise_its_traceback(
+        tmp_path):
+    from backend.daemon import guarded
+    from backend.errors import OperationError
+    from backend.metrics import DaemonStatus
+
+    setup_logging(tmp_path)
+
+    def unreachable() -> str:
+        raise OperationError("rsync of worker mf-562-0-abcdef timed out")
+
+    def buggy() -> str:
+        raise KeyError("phase")
+
+    guarded("collector", unreachable, DaemonStatus(), every=60)()
+    guarded("reconciler", buggy, DaemonStatus(), every=300)()
+
+    logger.complete()
+    main = (tmp_path / "microfetch.log").read_text()
+    expected = [line for line in main.splitlines() if "job collector" in line]
+    assert len(expected) == 1 and expected[0].endswith(
+        "job collector failed (rsync of worker mf-562-0-abcdef timed out); next run in 60 s")
+    assert main.count("Traceback") == 1 and "job reconciler failed unexpectedly" in main
