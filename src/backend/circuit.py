@@ -222,6 +222,11 @@ def record_file_host(settings: Any, transient: int, ok: int,
     return read(database, Service.FILE_HOST)
 
 
+def file_host_paused(settings: Any, now: datetime) -> bool:
+    """Is dispatch paused now? A read only: the heartbeat's "is dispatch due?" question."""
+    return read(database_of(settings), Service.FILE_HOST).paused(now)
+
+
 def dispatch_paused(settings: Any, now: datetime | None = None) -> str | None:
     """Why no worker is started now, or None: when the pause is over one worker goes as probe.
 

@@ -15,7 +15,14 @@ from pathlib import Path
 from loguru import logger
 
 from backend.alerts import send_alerts
-from backend.circuit import Circuit, checks_paused, claim_check, ena_answered, ena_failed
+from backend.circuit import (
+    Circuit,
+    checks_paused,
+    claim_check,
+    ena_answered,
+    ena_failed,
+    file_host_paused,
+)
 from backend.circuit import State as CircuitState
 from backend.collect import Collector
 from backend.compute import make_backend
@@ -52,14 +59,6 @@ def portal_answers(settings: Settings) -> bool:
     return True
 
 
-def dispatch_held(settings: Settings, now: datetime) -> bool:
-    """New workers wait while the file host's circuit is open (a worker reported it down)."""
-    from backend.circuit import Service, read
-    from backend.store import database_of
-
-    return read(database_of(settings), Service.FILE_HOST).paused(now)
-
-
 @dataclass
 class Jobs:
     """What the jobs share; ``stop`` asks running steps to finish early and safely."""
@@ -90,9 +89,9 @@ class Jobs:
         now = now or utc_now()
         resumed = self.dispatcher.resume()
         paused = checks_paused(self.settings, now)
+        capacity = self.dispatcher.free_slots() > 0 and not file_host_paused(self.settings, now)
         row = pick_due(self.registry.load(), now, timedelta(hours=self.settings.recheck_hours),
-                       self.dispatcher.free_slots() > 0 and not dispatch_held(self.settings, now),
-                       checks_allowed=paused is None,
+                       capacity, checks_allowed=paused is None,
                        waiting_until={t: w.next_try for t, w in waits(self.settings).items()})
         if row is None:
             idle = f"resumed {len(resumed)} workers; nothing due" if resumed else "nothing due"
@@ -188,7 +187,7 @@ class Jobs:
                                      generated_warning=True)
             return f"taxon {taxon_id}: {exc}; next try at {format_time(wait.next_try)}"
         if isinstance(exc, OperationError):
-            reason = f"{exc}; then `microfetch attention clear {taxon_id}`"
+            reason = f"{exc}; once that is fixed, `microfetch attention clear {taxon_id}`"
         else:
             # A surprise: the traceback goes to the main log only, without variable values;
             # the taxon's own log (shown on its public page) gets the one line.

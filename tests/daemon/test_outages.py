@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from backend.circuit import State, circuit_status
+from backend.circuit import State, circuit_status, record_file_host
 from backend.ena_standin import EnaData, EnaStandIn
 from backend.jobs import Jobs
-from backend.registry import Registry, Status, Taxon
+from backend.registry import Registry, Stage, Status, Taxon
 from backend.settings import Settings, load_settings
 from backend.turns import waits
 from tests.conftest import cli_env
@@ -176,3 +176,13 @@ def test_the_pause_holds_for_a_cron_tick_in_another_process(tmp_path, ena):
     assert result.stdout.startswith("heartbeat: nothing due (ENA's portal unreachable since")
     assert searches(ena, 562) == 0
     assert circuit_status(jobs.settings)["ena"]["state"] == State.OPEN.value
+
+
+def test_no_worker_starts_while_a_worker_reported_the_file_host_down(tmp_path, ena):
+    jobs = lab(tmp_path, ena)
+    with jobs.registry.transaction("test") as table:
+        table[562] = Taxon(562, stage=Stage.DISPATCH, last_checked=T0)
+    record_file_host(jobs.settings, transient=4, ok=0, now=T0)
+
+    assert jobs.heartbeat(T0 + timedelta(seconds=30)) == "nothing due"
+    assert jobs.heartbeat(T0 + 2 * MINUTE).startswith("taxon 562: started 0 workers")
