@@ -80,3 +80,10 @@ def waits(settings: Any) -> dict[int, Wait]:
             found[row["taxon"]] = Wait(row["taxon"], row["failures"], next_try,
                                        row["last_error"])
     return found
+
+
+def waiting(settings: Any, now: datetime) -> dict[int, dict[str, Any]]:
+    """Taxa waiting their backoff now, as JSON by taxon: for the dashboard and the taxon page."""
+    return {taxon: {"failures": wait.failures, "next_try": format_time(wait.next_try),
+                    "last_error": wait.last_error}
+            for taxon, wait in waits(settings).items() if wait.next_try > now}

@@ -20,7 +20,7 @@ from backend.ena_standin import EnaData, EnaStandIn
 from backend.jobs import Jobs
 from backend.registry import Registry, Stage, Status, Taxon
 from backend.settings import Settings, load_settings
-from backend.turns import waits
+from backend.turns import waiting, waits
 from tests.conftest import cli_env
 
 T0 = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
@@ -82,6 +82,10 @@ def test_a_taxon_ena_fails_for_waits_its_turn_while_the_others_are_checked(tmp_p
 
     assert outcomes[0].startswith("taxon 666: check failed; next try at 2026-11-29T12:10:00Z")
     assert searches(ena, 666) == 1
+    assert waiting(jobs.settings, T0 + 3 * MINUTE) == {666: {
+        "failures": 1, "next_try": "2026-11-29T12:10:00Z",
+        "last_error": waiting(jobs.settings, T0)[666]["last_error"]}}
+    assert "ENA did not answer" in waiting(jobs.settings, T0)[666]["last_error"]
     rows = {row.taxonomy_id: row for row in jobs.registry.load()}
     assert rows[562].last_checked and rows[1280].last_checked
     assert rows[666].needs_attention == "" and rows[666].last_run_status is Status.WARNING
