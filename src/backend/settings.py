@@ -126,9 +126,13 @@ def _bind(text: str) -> str:
     return text.strip()
 
 
-def _setting(env: str, default: Any, parse: Parser, help: str, shown: str | None = None) -> Any:
-    """A dataclass field that knows its environment variable, parser and documentation."""
-    meta = {"env": env, "parse": parse, "help": help, "shown": shown}
+def _setting(env: str, default: Any, parse: Parser, help: str, shown: str | None = None,
+             secret: bool = False) -> Any:
+    """A dataclass field that knows its environment variable, parser and documentation.
+
+    A ``secret`` field (a token, a URL whose path is a credential) is never shown by ``repr``.
+    """
+    meta = {"env": env, "parse": parse, "help": help, "shown": shown, "secret": secret}
     if isinstance(default, tuple | list):
         return field(default=tuple(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -214,6 +218,15 @@ class Settings:
     ena_max_rps: float = _setting(
         "MICROFETCH_ENA_MAX_RPS", 10.0, _float(0.1, 49, unit=" of requests per second"),
         "Most requests per second sent to ENA (ENA refuses over 50).",
+    )
+    outage_backoff_seconds: float = _setting(
+        "MICROFETCH_OUTAGE_BACKOFF_SECONDS", 60.0, _float(1, unit=" of seconds"),
+        "When ENA's portal (or the file host) is unreachable, checks (or new workers) of "
+        "every taxon pause this long, doubling with each failed try.",
+    )
+    outage_backoff_max_seconds: float = _setting(
+        "MICROFETCH_OUTAGE_BACKOFF_MAX_SECONDS", 3600.0, _float(1, unit=" of seconds"),
+        "Longest pause while ENA's portal or the file host stays unreachable.",
     )
 
     # Selection
@@ -355,13 +368,22 @@ class Settings:
         "MICROFETCH_RECHECK_HOURS", 24.0, _float(0, unit=" of hours"),
         "A complete taxon is checked against ENA again after this long.",
     )
+    taxon_backoff_seconds: float = _setting(
+        "MICROFETCH_TAXON_BACKOFF_SECONDS", 300.0, _float(1, unit=" of seconds"),
+        "A taxon whose pass failed for a transient cause (ENA answering for others) waits "
+        "this long before its next turn, doubling with each failure; other taxa go meanwhile.",
+    )
+    taxon_backoff_max_seconds: float = _setting(
+        "MICROFETCH_TAXON_BACKOFF_MAX_SECONDS", 21600.0, _float(1, unit=" of seconds"),
+        "Longest wait of a taxon whose passes keep failing for transient causes.",
+    )
     shutdown_grace_seconds: int = _setting(
         "MICROFETCH_SHUTDOWN_GRACE_SECONDS", 30, _int(1, unit=" of seconds"),
         "On SIGTERM, how long running jobs get to finish.",
     )
     admin_token: str = _setting(
         "MICROFETCH_ADMIN_TOKEN", "", _text,
-        "Token for admin actions in the web app; when empty they are disabled.",
+        "Token for admin actions in the web app; when empty they are disabled.", secret=True,
     )
     behind_proxy: bool = _setting(
         "MICROFETCH_BEHIND_PROXY", False, _bool,
@@ -369,7 +391,7 @@ class Settings:
     )
     alert_webhook: str = _setting(
         "MICROFETCH_ALERT_WEBHOOK", "", _optional_url,
-        "Slack-compatible webhook told when a taxon needs attention.",
+        "Slack-compatible webhook told when a taxon needs attention.", secret=True,
     )
 
     # SSH hosts
@@ -404,7 +426,8 @@ class Settings:
 
     # DigitalOcean
     do_token: str = _setting(
-        "DIGITALOCEAN_TOKEN", "", _text, "DigitalOcean API token (read and write)."
+        "DIGITALOCEAN_TOKEN", "", _text, "DigitalOcean API token (read and write).",
+        secret=True,
     )
     do_api_url: str = _setting(
         "MICROFETCH_DO_API_URL", "https://api.digitalocean.com/v2", _url,
@@ -457,9 +480,29 @@ class Settings:
         if self.pipeline_dir is None:
             object.__setattr__(self, "pipeline_dir", bundled_pipeline_dir())
 
+    def __repr__(self) -> str:
+        # Settings end up in logs and tracebacks: secrets show only whether they are set.
+        parts = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            shown = hidden(value) if f.metadata.get("secret") else repr(value)
+            parts.append(f"{f.name}={shown}")
+        return f"Settings({', '.join(parts)})"
+
     def with_overrides(self, **changes: Any) -> Settings:
         """A copy with some fields changed (tests, the demo)."""
         return replace(self, **changes)
+
+
+def hidden(value: Any) -> str:
+    """How a secret setting is shown: whether it is set, never its text."""
+    return "'<set>'" if value else "''"
+
+
+def secrets(settings: Settings) -> list[str]:
+    """The secret values now set (to scrub from text shown to people)."""
+    return [str(getattr(settings, f.name)) for f in fields(settings)
+            if f.metadata.get("secret") and getattr(settings, f.name)]
 
 
 def setting_specs() -> list[dict[str, Any]]:
