@@ -16,6 +16,7 @@ from typing import Any
 
 from backend.accessions import AccessionList, Exclusion, Run, RunStatus
 from backend.attempts import Cause, release
+from backend.circuit import record_file_host
 from backend.compute.base import ComputeBackend, WorkerState
 from backend.errors import OperationError
 from backend.exports import refresh_exports
@@ -112,6 +113,9 @@ class Collector:
             self._hold(record, [str(exc)])
             report.held.append(record.name)
             return
+        if done is not None:  # a worker whose every run failed for the host's fault says so
+            record_file_host(self.settings, transient=_count(done, "runs_transient"),
+                             ok=_count(done, "runs_ok"), now=now)
         accessions = AccessionList.of(self.settings, record.taxon_id)
         verdict = verify_worker_output(staging, record.runs, accessions.get(record.runs),
                                        finished=done is not None,
@@ -191,6 +195,11 @@ class Collector:
             record.phase = phase
             if error:
                 record.last_error = error
+
+
+def _count(done: dict[str, Any], key: str) -> int:
+    value = done.get(key)
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 def note_assembly(run: Run, report: dict[str, Any]) -> None:

@@ -19,6 +19,7 @@ from filelock import FileLock, Timeout
 from backend.accessions import AccessionList, Exclusion, Run, RunStatus
 from backend.attempts import Cause, release
 from backend.chunking import Item, plan_chunks
+from backend.circuit import dispatch_paused
 from backend.collect import settle_taxon
 from backend.compute.base import Chunk, ChunkRun, ComputeBackend, prepare_folder, worker_options
 from backend.errors import OperationError
@@ -73,6 +74,10 @@ class Dispatcher:
                  stopping: Callable[[], bool] = lambda: False) -> DispatchReport:
         """Start as many workers for this taxon's pending runs as the caps allow."""
         report = DispatchReport()
+        paused = dispatch_paused(self.settings, now)
+        if paused:  # the file host is down: a worker now would only wait and bill
+            report.waiting = paused
+            return report
         log = taxon_log(taxon_id)
         accessions = AccessionList.of(self.settings, taxon_id)
         slots = self.free_slots()
