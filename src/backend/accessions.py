@@ -344,8 +344,10 @@ def _select(con: sqlite3.Connection, taxon_id: int, accessions: list[str]) -> di
     for start in range(0, len(accessions), BATCH):
         part = accessions[start:start + BATCH]
         marks = ", ".join("?" * len(part))
-        for row in con.execute(f"{_SELECT} WHERE taxon = ? AND accession IN ({marks}) "
-                               "ORDER BY seq", (taxon_id, *part)):
+        # No ORDER BY: it would tempt the planner into walking the taxon's runs in order
+        # instead of looking these up by accession; the caller's order is restored below.
+        for row in con.execute(f"{_SELECT} WHERE taxon = ? AND accession IN ({marks})",
+                               (taxon_id, *part)):
             run = Run.from_sql(row)
             found[run.accession] = run
     return {a: found[a] for a in accessions if a in found}
