@@ -42,10 +42,9 @@ def cmd_collect(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_retry(args: argparse.Namespace, settings: Settings) -> int:
-    from backend.collect import retry_runs
+    from backend.admin import Admin, Interface, actor
 
-    count = retry_runs(settings, args.id)
-    export_taxon(settings, args.id)
+    count = Admin(settings, actor(Interface.CLI, default_actor())).retry(args.id)
     print(f"{count} runs of taxon {args.id} are pending again")
     return EXIT_OK
 
