@@ -100,6 +100,8 @@ class Run:
     total_length: int | None = None
     n50: int | None = None
     assembly_error: str = ""
+    given_up_at: datetime | None = None  # when it was excluded for failed attempts
+    rounds: int = 0                     # times it was given another round after that
 
     @property
     def accession(self) -> str:
@@ -144,6 +146,7 @@ class Run:
             self.total_bytes, self.attempts, self.last_error, format_time(self.fetched_at),
             self.category, self.assembly_status, self.assembly_path, self.assembly_md5,
             self.contigs, self.total_length, self.n50, self.assembly_error,
+            format_time(self.given_up_at), self.rounds,
         )
 
     @classmethod
@@ -159,6 +162,7 @@ class Run:
             fastq_md5=_split(values["fastq_md5"]), attempts=values["attempts"],
             last_error=values["last_error"], fetched_at=parse_time(values["fetched_at"]),
             **{name: values[name] for name in ASSEMBLY_COLUMNS},
+            given_up_at=parse_time(values["given_up_at"]), rounds=values["rounds"],
         )
 
     def to_text(self) -> list[str]:
@@ -233,7 +237,7 @@ def _split(text: str) -> tuple[str, ...]:
 SQL_COLUMNS = (
     "taxon", "accession", "is_excluded", "droplet_ip", "exclusion_reason", "status", "worker",
     "fastq_files", "fastq_bytes", "fastq_md5", "total_bytes", "attempts", "last_error",
-    "fetched_at", "category", *ASSEMBLY_COLUMNS,
+    "fetched_at", "category", *ASSEMBLY_COLUMNS, "given_up_at", "rounds",
 )
 _SELECT = f"SELECT {', '.join(SQL_COLUMNS)} FROM runs"
 _UPSERT = (

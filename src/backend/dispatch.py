@@ -11,13 +11,13 @@ from __future__ import annotations
 import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from filelock import FileLock, Timeout
 
 from backend.accessions import AccessionList, Exclusion, Run, RunStatus
-from backend.attempts import Cause, release
+from backend.attempts import Cause, another_round, release
 from backend.chunking import Item, plan_chunks
 from backend.circuit import dispatch_paused
 from backend.collect import settle_taxon
@@ -80,6 +80,11 @@ class Dispatcher:
             return report
         log = taxon_log(taxon_id)
         accessions = AccessionList.of(self.settings, taxon_id)
+        again = another_round(accessions.db, taxon_id, now,
+                              timedelta(hours=self.settings.retry_failed_after_hours),
+                              self.settings.retry_failed_rounds)
+        if again:
+            log.info("{} runs given up on get another round after their cool-off", again)
         slots = self.free_slots()
         pending = accessions.pending(self._planning_window(slots))
         capacity = int(self.backend.disk_bytes() * (1 - self.settings.disk_headroom))

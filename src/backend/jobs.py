@@ -38,6 +38,8 @@ from backend.turns import taxon_failed, taxon_passed, waits
 from backend.workers import WorkerStore
 
 ACTOR = "daemon"
+#: How long the record of a destroyed worker is kept (the pages show recent workers).
+KEEP_DESTROYED = timedelta(days=7)
 #: How `fetch_accession_links.record_failure` words the park it makes on a third failure.
 CHECK_PARK_PREFIX = "ENA failed "
 #: How `ena.EnaError` ends a transient failure's message; the heartbeat says when instead.
@@ -222,10 +224,12 @@ class Jobs:
     def reconcile(self, now: datetime | None = None) -> str:
         from backend.reconcile import reconcile
 
-        report = reconcile(self.settings, self.backend, self.store, self.registry,
-                           now or utc_now())
+        now = now or utc_now()
+        report = reconcile(self.settings, self.backend, self.store, self.registry, now)
+        # Destroyed workers' records are kept a while for the pages, then forgotten.
+        pruned = self.store.prune(KEEP_DESTROYED, now)
         self._alert()
-        return str(report)
+        return str(report) + (f", {pruned} old worker records pruned" if pruned else "")
 
     def _alert(self) -> None:
         state = Path(self.settings.data_dir) / "alerts_sent.json"

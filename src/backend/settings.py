@@ -272,6 +272,14 @@ class Settings:
         "MICROFETCH_MAX_ATTEMPTS", 3, _int(1, 100),
         "Failed fetches of one run before it is excluded with `failed_attempts`.",
     )
+    retry_failed_after_hours: float = _setting(
+        "MICROFETCH_RETRY_FAILED_AFTER_HOURS", 24.0, _float(0, unit=" of hours"),
+        "A run excluded after failed attempts gets another round this long after.",
+    )
+    retry_failed_rounds: int = _setting(
+        "MICROFETCH_RETRY_FAILED_ROUNDS", 1, _int(0, 100),
+        "How many such rounds at most (0: never); then it stays excluded with its reason.",
+    )
     chunk_max_runs: int = _setting(
         "MICROFETCH_CHUNK_MAX_RUNS", 200, _int(1),
         "Most runs in one chunk (one worker).",

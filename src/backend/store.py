@@ -56,6 +56,8 @@ CREATE TABLE IF NOT EXISTS runs (
     total_length INTEGER,
     n50 INTEGER,
     assembly_error TEXT NOT NULL DEFAULT '',
+    given_up_at TEXT NOT NULL DEFAULT '',   -- excluded for failed attempts at
+    rounds INTEGER NOT NULL DEFAULT 0,      -- extra rounds given after a cool-off
     UNIQUE (taxon, accession)
 );
 CREATE INDEX IF NOT EXISTS runs_in_order ON runs (taxon, seq);
@@ -229,6 +231,8 @@ ADDED_COLUMNS = (
     ("runs", "total_length INTEGER"),
     ("runs", "n50 INTEGER"),
     ("runs", "assembly_error TEXT NOT NULL DEFAULT ''"),
+    ("runs", "given_up_at TEXT NOT NULL DEFAULT ''"),
+    ("runs", "rounds INTEGER NOT NULL DEFAULT 0"),
 )
 
 
