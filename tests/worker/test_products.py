@@ -10,8 +10,10 @@ import itertools
 import json
 import os
 import shlex
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -19,6 +21,7 @@ from products import Plan, Settings, assembly_options, plan
 
 from .conftest import BIN, GENOME_LENGTH, Sample
 from .nextflow_stub import params_block, render
+from .test_assemble import processes_working_in
 from .test_pipeline import MAIN_NF, nextflow_on_path, with_pipeline
 
 # One core each, so that the two cores of a test machine assemble two runs at once.
@@ -107,6 +110,15 @@ def test_with_products_assembly_runs_come_home_as_contigs_and_the_random_one_as_
     assert (summary["runs_ok"], summary["runs_failed"]) == (3, 0)
     assert (summary["runs_assembled"], summary["runs_assembly_failed"]) == (2, 1)
 
+    # A runner started again takes the assembled runs as finished, reads gone and all.
+    (worker / "out" / "DONE.json").unlink()
+    requests = len(file_server.requests)
+    again = run_chunk(worker)
+    assert again.returncode == 0, again.stderr
+    assert "3 runs, 3 finished before" in again.stderr
+    assert len(file_server.requests) == requests
+    assert (done(worker)["runs_assembled"], done(worker)["runs_assembly_failed"]) == (2, 1)
+
 
 def test_through_the_pipeline_both_keeps_the_reads_and_a_failed_run_may_drop_its_own(
         tmp_path, file_server, sample: Sample, noise: list[Path]):
@@ -133,6 +145,31 @@ def test_through_the_pipeline_both_keeps_the_reads_and_a_failed_run_may_drop_its
     assert (summary["runs_assembled"], summary["runs_assembly_failed"]) == (1, 1)
     # Verified and assembled: no task folder is left in work/, none holds a copy of the reads.
     assert not list((worker / "work").rglob("*.fastq.gz"))
+
+
+def test_a_runner_stopped_while_assembling_stops_the_assembler_and_leaves_the_run_unfinished(
+        tmp_path, file_server, sample: Sample):
+    worker = chunk_worker(tmp_path, file_server, {"ERR1": sample.reads},
+                          {"products": "assembly", **SMALL})
+    run_dir = (worker / "out" / "ERR1").resolve()
+    runner = subprocess.Popen([sys.executable, str(BIN / "run_chunk.py"), str(worker)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        for _ in range(1200):  # until SKESA runs, at most two minutes
+            if (run_dir / ".assembly-work" / "skesa.log").exists() or runner.poll() is not None:
+                break
+            time.sleep(0.1)
+        assert runner.poll() is None, "the runner ended before SKESA started"
+        runner.send_signal(signal.SIGTERM)  # the runner only, as a supervisor would
+        _, stderr = runner.communicate(timeout=120)
+    finally:
+        runner.kill()
+
+    assert runner.returncode == 143, stderr
+    assert processes_working_in(run_dir) == []
+    assert files(worker, "ERR1") == ["ERR1_1.fastq.gz", "ERR1_2.fastq.gz"]
+    assert not (worker / "out" / "manifest.tsv").exists()
+    assert not (worker / "out" / "DONE.json").exists()
 
 
 def test_reads_only_workers_write_no_assembly_numbers(tmp_path, file_server, noise):
