@@ -143,7 +143,7 @@ def take_verdicts(worker: Path, manifest: Manifest, pending: dict[str, list[Expe
                 manifest.record(run, results)
                 del pending[run]
             elif final:
-                log(f"{run}: verified, but the assembly published no report: left unfinished")
+                manifest.leave(run, "verified, but the assembly published no report")
             continue
         arrived = all(not r.ok or size_of(worker / "out" / run / r.file) == r.size
                       for r in results)

@@ -179,7 +179,7 @@ class Assembler:
         log(f"{run}: assembling: {' '.join(argv[1:])}")
         code = self._wait(subprocess.Popen(argv, stdin=subprocess.DEVNULL))
         if code != 0:
-            log(f"{run}: assemble_run.py exited with {code}: the run is left unfinished")
+            log(f"{run}: assemble_run.py exited with {code}")
         return code == 0 and read_report(run_dir, run) is not None
 
     def _wait(self, process: subprocess.Popen[bytes]) -> int:

@@ -131,6 +131,8 @@ def _assemble(assembler: Assembler, worker: Path, manifest: Manifest, run: str,
     Its rows stay the fetch's (``ok``) whatever the assembly's verdict."""
     if assembler.assemble(worker / "out" / run, run):
         manifest.record(run, results)
+    elif not STOP.is_set():
+        manifest.leave(run, "verified, but the assembly step gave no report")
 
 
 def check_leftovers(worker: Path, manifest: Manifest, runs: Runs, settings: Settings) -> None:
@@ -140,7 +142,7 @@ def check_leftovers(worker: Path, manifest: Manifest, runs: Runs, settings: Sett
     (the step could not run) leave the run out, unfinished, so it costs home no attempt."""
     finished = manifest.finished()
     for run, files in runs:
-        if run in finished:
+        if run in finished or run in manifest.left:
             continue
         run_dir = worker / "out" / run
         results = []

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from products import Plan, Settings, assembly_options, plan
 
-from .conftest import BIN, GENOME_LENGTH, Sample
+from .conftest import BIN, GENOME_LENGTH, Sample, find_python
 from .nextflow_stub import params_block, render
 from .test_assemble import processes_working_in
 from .test_pipeline import MAIN_NF, nextflow_on_path, with_pipeline
@@ -172,6 +172,26 @@ def test_a_runner_stopped_while_assembling_stops_the_assembler_and_leaves_the_ru
     assert not (worker / "out" / "DONE.json").exists()
 
 
+def test_an_assemble_task_that_dies_is_no_fetch_failure_and_leaves_the_run_unfinished(
+        tmp_path, file_server, noise):
+    worker = with_pipeline(chunk_worker(tmp_path, file_server, {"ERR1": noise, "ERR2": noise},
+                                        {"products": "assembly", **SMALL}))
+    env, _ = nextflow_on_path(tmp_path)
+
+    result = run_chunk(worker, {**env, "FAKE_NF_KILL_ASSEMBLE": "ERR1"})
+
+    assert result.returncode == 0, result.stderr
+    assert "ERR1: verified, but the assembly published no report: left unfinished" in \
+        result.stderr
+    # ERR1 is absent (never tried, for home), not a failed fetch; ERR2 is judged
+    assert [run for run, _, _ in manifest(worker)] == ["ERR2", "ERR2"]
+    assert not (worker / "out" / "ERR1").exists()
+    assert report(worker, "ERR2")["status"] == "failed"
+    summary = done(worker)
+    assert (summary["runs_ok"], summary["runs_failed"], summary["runs_assembly_failed"]) == \
+        (1, 0, 1)
+
+
 def test_reads_only_workers_write_no_assembly_numbers(tmp_path, file_server, noise):
     worker = chunk_worker(tmp_path, file_server, {"ERR1": noise}, None)
 
@@ -191,7 +211,9 @@ def test_a_worker_without_fastp_leaves_its_runs_unfinished_so_they_cost_no_attem
 
     assert result.returncode == 0, result.stderr
     assert "install the Debian package fastp" in result.stderr
-    assert "ERR1: assemble_run.py exited with 3: the run is left unfinished" in result.stderr
+    assert "ERR1: assemble_run.py exited with 3" in result.stderr
+    assert "ERR1: verified, but the assembly step gave no report: left unfinished" in \
+        result.stderr
     assert not (worker / "out" / "manifest.tsv").exists()  # absent: never tried, for home
     assert files(worker, "ERR1") == ["ERR1_1.fastq.gz", "ERR1_2.fastq.gz"]
     summary = done(worker)
@@ -258,3 +280,19 @@ def test_the_assemble_process_runs_the_command_of_the_embedded_path(settings):
                                  *assembly_options(settings, sizes)]
     assert (params["assembly_parallel"], params["assembly_threads"],
             params["assembly_memory_gb"]) == (2, 3, 7)
+
+
+def test_the_assembly_path_runs_under_python_3_9(tmp_path, file_server, noise):
+    python = find_python(3, 9)
+    if python is None:
+        if os.environ.get("CI"):
+            raise AssertionError("CI must provide a Python 3.9 (pyenv or setup-python)")
+        pytest.skip("no Python 3.9 on this machine")
+    worker = chunk_worker(tmp_path, file_server, {"ERR1": noise}, {"products": "assembly"})
+
+    result = subprocess.run([python, str(BIN / "run_chunk.py"), str(worker)],
+                            capture_output=True, text=True, timeout=120)
+
+    assert result.returncode == 0, result.stderr
+    assert report(worker, "ERR1")["status"] == "failed"  # random reads, judged all the same
+    assert (done(worker)["runs_ok"], done(worker)["runs_assembly_failed"]) == (1, 1)
