@@ -30,18 +30,34 @@ DISK_SPARE_BYTES = 200 * 10**6
 ASSEMBLER_PACKAGES = {"skesa": "skesa", "megahit": "megahit"}
 
 
-def chunk_bytes(worker: str) -> int:
-    """The bytes every file of ``chunk.tsv`` adds up to; ValueError when it cannot be read."""
+def run_bytes(worker: str) -> List[int]:
+    """Each run's bytes in ``chunk.tsv``; ValueError when it cannot be read."""
     with open(os.path.join(worker, "chunk.tsv"), encoding="utf-8") as handle:
         lines = handle.read().splitlines()
     if not lines or lines[0].split("\t") != ["run_accession", "urls", "md5s", "bytes"]:
         raise ValueError("chunk.tsv does not start with the chunk.tsv header")
-    total = 0
+    sizes = []
     for line in lines[1:]:
         cells = line.split("\t")
         if len(cells) == 4:
-            total += sum(int(size) for size in cells[3].split(";") if size)
-    return total
+            sizes.append(sum(int(size) for size in cells[3].split(";") if size))
+    return sizes
+
+
+def chunk_bytes(worker: str) -> int:
+    """The bytes every file of ``chunk.tsv`` adds up to; ValueError when it cannot be read."""
+    return sum(run_bytes(worker))
+
+
+def assembly_scratch(worker: str, settings: Dict[str, object]) -> int:
+    """Room for fastp's trimmed copies: the largest runs, as many as assemble at once (a full
+    disk would fail the assembly and blame the run)."""
+    if settings["products"] == "reads":
+        return 0
+    cores = os.cpu_count() or 1
+    threads = settings.get("assembly_threads") or cores
+    parallel = max(1, cores // threads) if isinstance(threads, int) else 1
+    return sum(sorted(run_bytes(worker), reverse=True)[:parallel])
 
 
 def bytes_held(worker: str) -> int:
@@ -64,10 +80,12 @@ def check_python(reasons: List[str]) -> Dict[str, object]:
     return {"version": version, "executable": sys.executable, "ok": ok}
 
 
-def check_disk(worker: str, reasons: List[str]) -> Dict[str, object]:
+def check_disk(worker: str, settings: Dict[str, object],
+               reasons: List[str]) -> Dict[str, object]:
     """Free disk in the worker folder against what the chunk still needs."""
     try:
         need = max(0, chunk_bytes(worker) - bytes_held(worker))
+        need += assembly_scratch(worker, settings)
     except (OSError, ValueError) as exc:
         reasons.append("cannot read the chunk: {}".format(exc))
         return {"ok": False}
@@ -81,9 +99,10 @@ def check_disk(worker: str, reasons: List[str]) -> Dict[str, object]:
 
 
 def read_products(worker: str, reasons: List[str]) -> Dict[str, object]:
-    """``worker.json``'s products and assembler (the defaults without the file)."""
+    """``worker.json``'s products, assembler and assembly threads (defaults without it)."""
     path = os.path.join(worker, "worker.json")
-    settings = {"products": "reads", "assembler": "skesa"}  # type: Dict[str, object]
+    settings = {"products": "reads", "assembler": "skesa",
+                "assembly_threads": 0}  # type: Dict[str, object]
     if not os.path.exists(path):
         return settings
     try:
@@ -149,7 +168,8 @@ def preflight(worker: str, pipeline: str) -> Dict[str, object]:
     settings = read_products(worker, reasons)
     report = {
         "python": check_python(reasons),
-        "disk": check_disk(worker, reasons) if os.path.isdir(worker) else {"ok": False},
+        "disk": check_disk(worker, settings, reasons) if os.path.isdir(worker)
+        else {"ok": False},
         "tools": check_tools(pipeline, settings, reasons),
         "pipeline": pipeline,
         "products": settings["products"],

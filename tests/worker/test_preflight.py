@@ -123,3 +123,14 @@ def test_a_worker_bringing_reads_home_needs_no_assembler(tmp_path):
 
     assert code == 0, report
     assert "skesa" not in report["tools"] and report["products"] == "reads"
+
+
+def test_an_assembling_worker_needs_room_for_the_trimmed_copy_of_its_largest_run(tmp_path):
+    worker = worker_with(tmp_path, [1000, 3000])
+    # as many cores per assembly as the host has: one at a time, one trimmed copy
+    (worker / "worker.json").write_text(json.dumps(
+        {"products": "assembly", "assembly_threads": os.cpu_count()}))
+
+    _, report = preflight(worker)
+
+    assert report["disk"]["need_bytes"] == int((4000 + 3000) * 1.05) + 200 * 10**6
