@@ -9,6 +9,7 @@ with its products. Standard library only, Python 3.9 or newer.
 from __future__ import annotations
 
 import json
+import math
 import signal
 import subprocess
 import sys
@@ -45,7 +46,7 @@ class Settings:
     min_total_length: int = 0
     min_n50: int = 0
     assembly_threads: int = 0       # 0: the worker's cores
-    assembly_memory_gb: int = 0     # 0: 3/4 of the RAM, shared by the concurrent assemblies
+    assembly_memory_gb: float = 0   # 0: 3/4 of the RAM, shared by the concurrent assemblies
     reads_on_failure: bool = True   # a failed assembly keeps its reads, so they come home
 
     @property
@@ -81,7 +82,7 @@ def read_settings(worker: Path) -> Settings:
     values = {}
     for name, value in data.items():
         if name in known:
-            values[name] = _checked(name, value, type(getattr(Settings(), name)))
+            values[name] = _checked(name, value, known[name].type)
     settings = Settings(**values)
     if settings.products not in PRODUCTS:
         raise FetchError(f"worker.json: products {settings.products!r} is not one of "
@@ -94,11 +95,23 @@ def read_settings(worker: Path) -> Settings:
     return settings
 
 
-def _checked(name: str, value: object, kind: type) -> object:
-    # bool is an int in Python: a true/false where a number belongs is refused, and the reverse
-    ok = isinstance(value, kind) and (kind is bool or not isinstance(value, bool))
-    if not ok or (kind is int and value < 0):  # type: ignore[operator]
-        want = {bool: "true or false", int: "a whole number ≥ 0", str: "a string"}[kind]
+def _checked(name: str, value: object, kind: str) -> object:
+    """``value`` if it is of the field's type (its annotation, a string here): home writes
+    memory as a float (``16.0``), and a whole float is taken where an int belongs."""
+    number = isinstance(value, (int, float)) and not isinstance(value, bool) \
+        and math.isfinite(value)  # Python's json reads Infinity and NaN
+    if kind == "bool":
+        ok = isinstance(value, bool)
+    elif kind == "str":
+        ok = isinstance(value, str)
+    elif kind == "int":
+        ok = number and value >= 0 and value == int(value)  # type: ignore[operator, arg-type]
+        value = int(value) if ok else value  # type: ignore[arg-type]
+    else:
+        ok = number and value >= 0  # type: ignore[operator]
+    if not ok:
+        want = {"bool": "true or false", "int": "a whole number ≥ 0",
+                "float": "a number ≥ 0", "str": "a string"}[kind]
         raise FetchError(f"worker.json: {name} must be {want}, not {value!r}", permanent=True)
     return value
 
@@ -112,7 +125,7 @@ def plan(settings: Settings, cores: int | None = None, ram_gb: int | None = None
     threads = settings.assembly_threads or cores
     parallel = max(1, cores // threads)
     if settings.assembly_memory_gb:
-        memory = settings.assembly_memory_gb
+        memory = max(1, int(settings.assembly_memory_gb))  # the assemblers take whole GB
         parallel = max(1, min(parallel, ram_gb // memory))
     else:
         memory = max(1, min(SKESA_DEFAULT_MEMORY_GB, ram_gb * 3 // 4 // parallel))

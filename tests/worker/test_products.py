@@ -24,8 +24,13 @@ from .nextflow_stub import params_block, render
 from .test_assemble import processes_working_in
 from .test_pipeline import MAIN_NF, nextflow_on_path, with_pipeline
 
-# One core each, so that the two cores of a test machine assemble two runs at once.
-SMALL = {"assembly_threads": 1, "assembly_memory_gb": 4}
+# One core each, so that the two cores of a test machine assemble two runs at once; memory
+# as home writes it, a float.
+SMALL = {"assembly_threads": 1, "assembly_memory_gb": 4.0}
+# worker.json as home writes it (src/backend/compute/base.py worker_options), every key
+AS_HOME_WRITES = {"products": "assembly", "assembler": "skesa", "min_contig": 200,
+                  "min_total_length": 0, "min_n50": 0, "assembly_threads": 1,
+                  "assembly_memory_gb": 4.0, "reads_on_failure": True}
 
 
 def chunk_worker(tmp_path: Path, file_server, runs: dict[str, list[Path]],
@@ -86,8 +91,7 @@ def assert_assembled(worker: Path, run: str) -> dict:
 def test_with_products_assembly_runs_come_home_as_contigs_and_the_random_one_as_its_reads(
         tmp_path, file_server, sample: Sample, noise: list[Path]):
     worker = chunk_worker(tmp_path, file_server, {
-        "ERR1": sample.reads, "ERR2": sample.reads, "ERR3": noise}, {"products": "assembly",
-                                                                     **SMALL})
+        "ERR1": sample.reads, "ERR2": sample.reads, "ERR3": noise}, AS_HOME_WRITES)
 
     result = run_chunk(worker)
 
@@ -223,6 +227,8 @@ def test_a_worker_without_fastp_leaves_its_runs_unfinished_so_they_cost_no_attem
 @pytest.mark.parametrize(("written", "message"), [
     ({"products": "genomes"}, "products 'genomes' is not one of reads, assembly, both"),
     ({"products": "assembly", "min_contig": "200"}, "min_contig must be a whole number"),
+    ({"min_n50": 1.5}, "min_n50 must be a whole number ≥ 0, not 1.5"),
+    ({"assembly_memory_gb": -1}, "assembly_memory_gb must be a number ≥ 0, not -1"),
     ({"reads_on_failure": 1}, "reads_on_failure must be true or false"),
     ({"assembler": "spades"}, "assembler 'spades' is not one of skesa, megahit"),
 ])
@@ -249,6 +255,9 @@ def test_assemblies_share_the_cores_and_the_ram_and_skesa_never_takes_more_than_
     # 20 GB each fits three times into 64 GB, whatever the cores would allow
     assert plan(Settings(assembly_threads=2, assembly_memory_gb=20), cores=8,
                 ram_gb=64) == Plan(3, 2, 20)
+    # whole GB for the assemblers, as home may write memory with a fraction
+    assert plan(Settings(assembly_threads=4, assembly_memory_gb=7.5), cores=8,
+                ram_gb=64) == Plan(2, 4, 7)
     # more threads than cores, or more memory than RAM: still one at a time
     assert plan(Settings(assembly_threads=16, assembly_memory_gb=100), cores=4,
                 ram_gb=8) == Plan(1, 16, 100)
