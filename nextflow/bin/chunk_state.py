@@ -75,9 +75,6 @@ class Manifest:
         self.order = [run for run, _ in runs]
         self.files = dict(runs)
         self.rows: dict[str, list[Result]] = {}
-        # verified runs whose assembly step could not judge them: unfinished on purpose, so
-        # the leftover check must not take them for failed fetches
-        self.left: set[str] = set()
         self.lock = threading.Lock()
 
     def load(self) -> None:
@@ -116,12 +113,6 @@ class Manifest:
         for run in self.order:
             lines.extend("\t".join(r.row()) for r in self.rows.get(run, []))
         write_atomic(self.path, "\n".join(lines) + "\n")
-
-    def leave(self, run: str, why: str) -> None:
-        """Leave a verified run out of the manifest: home gives it back at no attempt."""
-        with self.lock:
-            self.left.add(run)
-        log(f"{run}: {why}: left unfinished")
 
     def all_rows(self) -> list[Result]:
         """Every row, in chunk order."""

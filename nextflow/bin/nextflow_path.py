@@ -29,7 +29,7 @@ from chunk_state import (
     write_atomic,
 )
 from fetch_run import TRANSIENT, Expected, Result, utc_stamp
-from products import Plan, Settings, plan, products_ready
+from products import Plan, Settings, plan, products_ready, record_unassembled
 
 POLL_SECONDS = 2.0       # how often the manifest catches up with the pipeline's verdicts
 MAX_PIPELINE_SECONDS = 30 * 24 * 3600  # bound on one pipeline run; a chunk takes hours
@@ -99,7 +99,9 @@ def fetch_with_nextflow(runs: Runs, worker: Path, manifest: Manifest, options: O
             break
         take_verdicts(worker, manifest, pending, final=False, assembles=assembles)
     code = _end(process)
-    take_verdicts(worker, manifest, pending, final=True, assembles=assembles)
+    # the pipeline ended of itself, well: an assembly that published nothing never will
+    settled = code == 0 and not stop.is_set()
+    take_verdicts(worker, manifest, pending, final=True, assembles=assembles, settled=settled)
     if not stop.is_set():
         take_trace(worker, manifest, pending)
     log(f"pipeline exited with {code}")
@@ -128,11 +130,12 @@ def pending_tsv(runs: Runs) -> str:
 
 
 def take_verdicts(worker: Path, manifest: Manifest, pending: dict[str, list[Expected]],
-                  final: bool, assembles: bool = False) -> None:
+                  final: bool, assembles: bool = False, settled: bool = False) -> None:
     """Enter the verdicts the pipeline published whose files have arrived in out/.
 
     With assembly a verified run waits for its products (ASSEMBLE publishes them after the
-    fetch's verdict); one whose products never came stays out of the manifest, unfinished."""
+    fetch's verdict); one whose products never came, once the pipeline has ``settled``
+    (ended by itself with 0), is a transient failure, the worker's."""
     for run in list(pending):
         results = [r for r in read_rows(worker / "verdicts" / f"{run}.verdict.tsv")
                    if r.run == run]
@@ -142,8 +145,10 @@ def take_verdicts(worker: Path, manifest: Manifest, pending: dict[str, list[Expe
             if products_ready(worker / "out" / run, run, results):
                 manifest.record(run, results)
                 del pending[run]
-            elif final:
-                manifest.leave(run, "verified, but the assembly published no report")
+            elif settled:
+                record_unassembled(manifest, worker / "out" / run, results,
+                                   "the assembly task published no report")
+                del pending[run]
             continue
         arrived = all(not r.ok or size_of(worker / "out" / run / r.file) == r.size
                       for r in results)

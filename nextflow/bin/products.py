@@ -14,19 +14,20 @@ import signal
 import subprocess
 import sys
 import threading
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 from assemble_run import (
     ASSEMBLERS,
     DEFAULT_TIMEOUT,
     SKESA_DEFAULT_MEMORY_GB,
+    delete_reads,
     physical_memory_gb,
     report_path,
     usable_cores,
 )
-from chunk_state import log, size_of
-from fetch_run import FetchError, Result
+from chunk_state import Manifest, log, size_of
+from fetch_run import TRANSIENT, FetchError, Result
 
 PRODUCTS = ("reads", "assembly", "both")
 ASSEMBLE_SCRIPT = Path(__file__).resolve().parent / "assemble_run.py"
@@ -170,6 +171,20 @@ def products_ready(run_dir: Path, run: str, results: list[Result]) -> bool:
     return all(size_of(run_dir / r.file) == r.size for r in results if r.ok)
 
 
+def record_unassembled(manifest: Manifest, run_dir: Path, results: list[Result],
+                       why: str) -> None:
+    """A verified run whose assembly step gave no verdict (a tool missing, the step killed):
+    the worker's fault, not the run's. Its rows fail as ``transient``, so home gives the run
+    back without counting an attempt, and its reads are deleted: they would travel home for
+    nothing, and the next worker fetches them again."""
+    run = results[0].run
+    log(f"{run}: verified, but {why}: a transient failure")
+    manifest.record(run, [replace(r, ok=False, cause=TRANSIENT,
+                                  error=f"{r.file}: verified, but {why}") for r in results])
+    if run_dir.is_dir():
+        delete_reads(run_dir)
+
+
 class Assembler:
     """Runs ``assemble_run.py`` for the embedded path (its caller runs ``parallel`` at once)."""
 
@@ -185,7 +200,7 @@ class Assembler:
     def assemble(self, run_dir: Path, run: str) -> bool:
         """Assemble one run; True when its report is written (assembled or failed), False
         when stopped or when the step could not judge the run (a tool missing: the worker's
-        fault, so the run stays out of the manifest and costs nothing)."""
+        fault, see ``record_unassembled``)."""
         if self.stop.is_set():
             return False
         argv = self.argv(run_dir, run)

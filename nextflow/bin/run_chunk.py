@@ -57,6 +57,7 @@ from products import (
     plan,
     products_ready,
     read_settings,
+    record_unassembled,
 )
 from runner_id import hold_lock, write_pid_file
 
@@ -129,20 +130,21 @@ def _assemble(assembler: Assembler, worker: Path, manifest: Manifest, run: str,
               results: list[Result]) -> None:
     """The products first, then the manifest: a run in the manifest is finished with them.
     Its rows stay the fetch's (``ok``) whatever the assembly's verdict."""
-    if assembler.assemble(worker / "out" / run, run):
+    run_dir = worker / "out" / run
+    if assembler.assemble(run_dir, run):
         manifest.record(run, results)
-    elif not STOP.is_set():
-        manifest.leave(run, "verified, but the assembly step gave no report")
+    elif not STOP.is_set():  # stopped: the run is not finished, a restart assembles it
+        record_unassembled(manifest, run_dir, results, "the assembly step gave no report")
 
 
 def check_leftovers(worker: Path, manifest: Manifest, runs: Runs, settings: Settings) -> None:
     """Runs without a verdict whose files are in out/ anyway are checked here.
 
-    With assembly a run counts only with its products: verified reads without a report
-    (the step could not run) leave the run out, unfinished, so it costs home no attempt."""
+    With assembly a run counts only with its products: verified reads without a report (the
+    step could not run) are a transient failure, which costs home no attempt."""
     finished = manifest.finished()
     for run, files in runs:
-        if run in finished or run in manifest.left:
+        if run in finished:
             continue
         run_dir = worker / "out" / run
         results = []
@@ -158,7 +160,7 @@ def check_leftovers(worker: Path, manifest: Manifest, runs: Runs, settings: Sett
             if products_ready(run_dir, run, verified):
                 results = verified  # assembled, its reads deleted on purpose
             elif all(r.ok for r in results):
-                log(f"{run}: verified but not assembled: left unfinished")
+                record_unassembled(manifest, run_dir, results, "it was not assembled")
                 continue
         manifest.record(run, results)
 

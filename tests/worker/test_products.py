@@ -71,6 +71,16 @@ def files(worker: Path, run: str) -> list[str]:
     return sorted(p.name for p in (worker / "out" / run).iterdir())
 
 
+def transient(worker: Path) -> dict[str, str]:
+    """Runs whose rows all failed as ``transient``, with the error of their first file."""
+    with open(worker / "out" / "manifest.tsv") as handle:
+        rows = list(csv.DictReader(handle, delimiter="\t"))
+    runs = {r["run"] for r in rows if r["cause"] == "transient" and r["status"] == "failed"}
+    return {run: next(r["error"] for r in rows if r["run"] == run).split(": ", 1)[1]
+            for run in runs
+            if all(r["cause"] == "transient" for r in rows if r["run"] == run)}
+
+
 def report(worker: Path, run: str) -> dict:
     return json.loads((worker / "out" / run / f"{run}.assembly.json").read_text())
 
@@ -176,7 +186,7 @@ def test_a_runner_stopped_while_assembling_stops_the_assembler_and_leaves_the_ru
     assert not (worker / "out" / "DONE.json").exists()
 
 
-def test_an_assemble_task_that_dies_is_no_fetch_failure_and_leaves_the_run_unfinished(
+def test_an_assemble_task_that_dies_fails_its_run_as_transient_the_workers_fault(
         tmp_path, file_server, noise):
     worker = with_pipeline(chunk_worker(tmp_path, file_server, {"ERR1": noise, "ERR2": noise},
                                         {"products": "assembly", **SMALL}))
@@ -185,15 +195,15 @@ def test_an_assemble_task_that_dies_is_no_fetch_failure_and_leaves_the_run_unfin
     result = run_chunk(worker, {**env, "FAKE_NF_KILL_ASSEMBLE": "ERR1"})
 
     assert result.returncode == 0, result.stderr
-    assert "ERR1: verified, but the assembly published no report: left unfinished" in \
-        result.stderr
-    # ERR1 is absent (never tried, for home), not a failed fetch; ERR2 is judged
-    assert [run for run, _, _ in manifest(worker)] == ["ERR2", "ERR2"]
+    assert "ERR1: ASSEMBLE (ERR1) FAILED (exit 137)" in result.stderr
+    assert transient(worker) == {"ERR1": "verified, but the assembly task published no report"}
     assert not (worker / "out" / "ERR1").exists()
+    # ERR2 is judged: its assembly failed, which is no fetch failure
     assert report(worker, "ERR2")["status"] == "failed"
+    assert [status for run, _, status in manifest(worker) if run == "ERR2"] == ["ok", "ok"]
     summary = done(worker)
-    assert (summary["runs_ok"], summary["runs_failed"], summary["runs_assembly_failed"]) == \
-        (1, 0, 1)
+    assert (summary["runs_ok"], summary["runs_failed"], summary["runs_transient"],
+            summary["runs_assembly_failed"]) == (1, 1, 1, 1)
 
 
 def test_reads_only_workers_write_no_assembly_numbers(tmp_path, file_server, noise):
@@ -205,7 +215,7 @@ def test_reads_only_workers_write_no_assembly_numbers(tmp_path, file_server, noi
     assert "runs_assembled" not in done(worker)
 
 
-def test_a_worker_without_fastp_leaves_its_runs_unfinished_so_they_cost_no_attempt(
+def test_a_worker_without_fastp_fails_its_runs_as_transient_so_they_cost_no_attempt(
         tmp_path, file_server, noise):
     worker = chunk_worker(tmp_path, file_server, {"ERR1": noise}, {"products": "assembly"})
     empty = tmp_path / "empty-bin"
@@ -216,12 +226,12 @@ def test_a_worker_without_fastp_leaves_its_runs_unfinished_so_they_cost_no_attem
     assert result.returncode == 0, result.stderr
     assert "install the Debian package fastp" in result.stderr
     assert "ERR1: assemble_run.py exited with 3" in result.stderr
-    assert "ERR1: verified, but the assembly step gave no report: left unfinished" in \
-        result.stderr
-    assert not (worker / "out" / "manifest.tsv").exists()  # absent: never tried, for home
-    assert files(worker, "ERR1") == ["ERR1_1.fastq.gz", "ERR1_2.fastq.gz"]
+    # the worker's fault, not the run's: transient, which home gives back at no attempt
+    assert transient(worker) == {"ERR1": "verified, but the assembly step gave no report"}
+    assert files(worker, "ERR1") == []  # the reads need not travel home for nothing
     summary = done(worker)
-    assert (summary["runs_ok"], summary["runs_assembled"]) == (0, 0)
+    assert (summary["runs_ok"], summary["runs_transient"], summary["runs_assembled"]) == \
+        (0, 1, 0)
 
 
 @pytest.mark.parametrize(("written", "message"), [
