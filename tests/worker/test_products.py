@@ -215,6 +215,17 @@ def test_reads_only_workers_write_no_assembly_numbers(tmp_path, file_server, noi
     assert "runs_assembled" not in done(worker)
 
 
+def test_the_products_option_overrides_worker_json(tmp_path, file_server, noise):
+    worker = chunk_worker(tmp_path, file_server, {"ERR1": noise}, {"products": "assembly"})
+
+    result = subprocess.run([sys.executable, str(BIN / "run_chunk.py"), str(worker),
+                             "--products", "reads"], capture_output=True, text=True, timeout=120)
+
+    assert result.returncode == 0, result.stderr
+    assert files(worker, "ERR1") == ["ERR1_1.fastq.gz", "ERR1_2.fastq.gz"]
+    assert "runs_assembled" not in done(worker)
+
+
 def test_a_worker_without_fastp_fails_its_runs_as_transient_so_they_cost_no_attempt(
         tmp_path, file_server, noise):
     worker = chunk_worker(tmp_path, file_server, {"ERR1": noise}, {"products": "assembly"})
