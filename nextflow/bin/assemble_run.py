@@ -12,7 +12,8 @@ the run, which home records, not a crash of the worker. Exit 2 is for bad usage,
 that lacks a tool (no report then: the run is not to blame), 143 when stopped by SIGTERM (the
 running tool is killed with it, and nothing is written). The reads are deleted only after a
 successful assembly, and only without ``--keep-reads``; a failed run keeps them, so home may
-still choose to bring them back.
+still choose to bring them back, unless ``--delete-reads-on-failure`` says home does not want
+them.
 """
 
 from __future__ import annotations
@@ -401,7 +402,7 @@ def finish_deleting(run_dir: Path, run: str) -> None:
 
 
 def run_step(run_dir: Path, report: Report, assembler: Assembler, keep_reads: bool,
-             timeout: float) -> dict[str, object]:
+             timeout: float, drop_failed: bool = False) -> dict[str, object]:
     """The whole step for one run; returns the report it wrote."""
     work = run_dir / WORK
     shutil.rmtree(work, ignore_errors=True)  # left by an interrupted attempt
@@ -417,7 +418,7 @@ def run_step(run_dir: Path, report: Report, assembler: Assembler, keep_reads: bo
     data = report.as_dict(status, error)
     write_json(report_path(run_dir, report.run), data)
     # Reads go only once the report that replaces them is safely written.
-    if status == "assembled" and not keep_reads:
+    if (status == "assembled" and not keep_reads) or (status == "failed" and drop_failed):
         delete_reads(run_dir)
         data["reads_deleted"] = True
         write_json(report_path(run_dir, report.run), data)
@@ -481,6 +482,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help=f"seconds each tool may run ({DEFAULT_TIMEOUT})")
     parser.add_argument("--keep-reads", action="store_true",
                         help="keep the FASTQ files after a successful assembly")
+    parser.add_argument("--delete-reads-on-failure", action="store_true",
+                        help="delete the FASTQ files after a failed assembly too")
     args = parser.parse_args(argv)
     if args.assembler not in ASSEMBLERS:
         parser.error(f"unknown assembler {args.assembler!r}: choose one of "
@@ -511,7 +514,7 @@ def main(argv: list[str] | None = None) -> int:
     report = Report(args.run, args.assembler, limits, args.min_total_length, args.min_n50)
     try:
         data = run_step(run_dir, report, ASSEMBLERS[args.assembler], args.keep_reads,
-                        args.timeout)
+                        args.timeout, args.delete_reads_on_failure)
     except MissingTool as exc:
         print(f"{args.run}: {exc}", file=sys.stderr)
         return EXIT_MISSING_TOOL

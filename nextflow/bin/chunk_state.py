@@ -8,6 +8,7 @@ only, Python 3.9 or newer.
 from __future__ import annotations
 
 import csv
+import json
 import os
 import sys
 import threading
@@ -89,6 +90,8 @@ class Manifest:
         names = {want.name for want in self.files[run]}
         if {r.file for r in results} != names:
             return False
+        if reads_deleted(self.out / run, run):  # assembled, and only the products go home
+            return True
         return all(not r.ok or size_of(self.out / run / r.file) == r.size for r in results)
 
     def finished(self) -> set[str]:
@@ -123,6 +126,15 @@ def size_of(path: Path) -> int:
         return path.stat().st_size
     except OSError:
         return -1
+
+
+def reads_deleted(run_dir: Path, run: str) -> bool:
+    """The run's assembly report says its reads were deleted on purpose, not lost."""
+    try:
+        report = json.loads((run_dir / f"{run}.assembly.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(report, dict) and bool(report.get("reads_deleted"))
 
 
 def summary(rows: list[Result], status: str = "done") -> dict[str, object]:

@@ -3,7 +3,8 @@
 Each run's verdict (manifest rows written by fetch_run.py, published into ``verdicts/``) is
 entered in the manifest as soon as its files have arrived in ``out/``; after the pipeline the
 trace turns tasks that died without a verdict into failed runs and removes the task folders of
-verified runs. Standard library only, Python 3.9 or newer.
+verified runs. With assembly (``worker.json``) a verified run is entered only once the ASSEMBLE
+process has published its products. Standard library only, Python 3.9 or newer.
 """
 
 from __future__ import annotations
@@ -17,8 +18,18 @@ import threading
 from dataclasses import replace
 from pathlib import Path
 
-from chunk_state import Manifest, Options, Runs, log, read_rows, size_of, write_atomic
+from chunk_state import (
+    Manifest,
+    Options,
+    Runs,
+    log,
+    read_rows,
+    reads_deleted,
+    size_of,
+    write_atomic,
+)
 from fetch_run import TRANSIENT, Expected, Result, utc_stamp
+from products import Plan, Settings, plan, products_ready, record_unassembled
 
 POLL_SECONDS = 2.0       # how often the manifest catches up with the pipeline's verdicts
 MAX_PIPELINE_SECONDS = 30 * 24 * 3600  # bound on one pipeline run; a chunk takes hours
@@ -26,8 +37,10 @@ STOP_GRACE_SECONDS = 60
 SHARED_DISK_PROFILES = ("standard", "slurm")  # where partial files can outlive a task
 
 
-def nextflow_argv(worker: Path, chunk: Path, options: Options) -> list[str]:
+def nextflow_argv(worker: Path, chunk: Path, options: Options,
+                  settings: Settings | None = None, sizes: Plan | None = None) -> list[str]:
     """The `nextflow run` command line for the pending runs in ``chunk``."""
+    settings = settings or Settings()
     argv = [
         "nextflow", "run", str(worker / "nextflow" / "main.nf"), "-resume",
         "-work-dir", str(worker / "work"), "-profile", options.profile,
@@ -38,6 +51,16 @@ def nextflow_argv(worker: Path, chunk: Path, options: Options) -> list[str]:
     ]
     if options.profile in SHARED_DISK_PROFILES:
         argv += ["--partial_dir", str(worker / "partial")]
+    argv += ["--products", settings.products]
+    if settings.assembles:
+        sizes = sizes or plan(settings)
+        argv += ["--assembler", settings.assembler, "--min_contig", str(settings.min_contig),
+                 "--min_total_length", str(settings.min_total_length),
+                 "--min_n50", str(settings.min_n50),
+                 "--reads_on_failure", str(settings.reads_on_failure).lower(),
+                 "--assembly_threads", str(sizes.threads),
+                 "--assembly_memory_gb", str(sizes.memory_gb),
+                 "--assembly_parallel", str(sizes.parallel)]
     return argv
 
 
@@ -48,11 +71,14 @@ def nextflow_env() -> dict[str, str]:
 
 
 def fetch_with_nextflow(runs: Runs, worker: Path, manifest: Manifest, options: Options,
-                        stop: threading.Event) -> int:
+                        stop: threading.Event, settings: Settings | None = None,
+                        sizes: Plan | None = None) -> int:
     """Run the pipeline on the pending runs, entering each verdict as it is published."""
+    settings = settings or Settings()
     pending = dict(runs)
+    assembles = settings.assembles
     # verdicts published just before an earlier runner died: entered, never fetched again
-    take_verdicts(worker, manifest, pending, final=False)
+    take_verdicts(worker, manifest, pending, final=False, assembles=assembles)
     if not pending:
         return 0
     chunk = worker / "chunk.tsv"
@@ -60,7 +86,7 @@ def fetch_with_nextflow(runs: Runs, worker: Path, manifest: Manifest, options: O
         chunk = worker / "pending.tsv"  # only what is left after an earlier runner
         write_atomic(chunk, pending_tsv(list(pending.items())))
     (worker / "verdicts").mkdir(exist_ok=True)
-    argv = nextflow_argv(worker, chunk, options)
+    argv = nextflow_argv(worker, chunk, options, settings, sizes)
     log("running " + " ".join(argv))
     process = subprocess.Popen(argv, cwd=worker, env=nextflow_env())
     for _ in range(int(MAX_PIPELINE_SECONDS / POLL_SECONDS)):
@@ -71,9 +97,11 @@ def fetch_with_nextflow(runs: Runs, worker: Path, manifest: Manifest, options: O
             pass
         if stop.is_set():
             break
-        take_verdicts(worker, manifest, pending, final=False)
+        take_verdicts(worker, manifest, pending, final=False, assembles=assembles)
     code = _end(process)
-    take_verdicts(worker, manifest, pending, final=True)
+    # the pipeline ended of itself, well: an assembly that published nothing never will
+    settled = code == 0 and not stop.is_set()
+    take_verdicts(worker, manifest, pending, final=True, assembles=assembles, settled=settled)
     if not stop.is_set():
         take_trace(worker, manifest, pending)
     log(f"pipeline exited with {code}")
@@ -102,12 +130,25 @@ def pending_tsv(runs: Runs) -> str:
 
 
 def take_verdicts(worker: Path, manifest: Manifest, pending: dict[str, list[Expected]],
-                  final: bool) -> None:
-    """Enter the verdicts the pipeline published whose files have arrived in out/."""
+                  final: bool, assembles: bool = False, settled: bool = False) -> None:
+    """Enter the verdicts the pipeline published whose files have arrived in out/.
+
+    With assembly a verified run waits for its products (ASSEMBLE publishes them after the
+    fetch's verdict); one whose products never came, once the pipeline has ``settled``
+    (ended by itself with 0), is a transient failure, the worker's."""
     for run in list(pending):
         results = [r for r in read_rows(worker / "verdicts" / f"{run}.verdict.tsv")
                    if r.run == run]
         if not results:
+            continue
+        if assembles and all(r.ok for r in results):
+            if products_ready(worker / "out" / run, run, results):
+                manifest.record(run, results)
+                del pending[run]
+            elif settled:
+                record_unassembled(manifest, worker / "out" / run, results,
+                                   "the assembly task published no report")
+                del pending[run]
             continue
         arrived = all(not r.ok or size_of(worker / "out" / run / r.file) == r.size
                       for r in results)
@@ -119,14 +160,16 @@ def take_verdicts(worker: Path, manifest: Manifest, pending: dict[str, list[Expe
 
 
 def _missing(worker: Path, result: Result) -> Result:
-    if not result.ok or size_of(worker / "out" / result.run / result.file) == result.size:
+    if not result.ok or size_of(worker / "out" / result.run / result.file) == result.size \
+            or reads_deleted(worker / "out" / result.run, result.run):
         return result
     return replace(result, ok=False, cause=TRANSIENT,
                    error=f"{result.file}: verified, then missing from out/ after publishing")
 
 
 def read_trace(worker: Path) -> dict[str, list[dict[str, str]]]:
-    """The pipeline's trace, per run (its ``tag``): every task attempt in order."""
+    """The pipeline's trace, per run (its ``tag``): every task attempt in order, FETCH_RUN's
+    and ASSEMBLE's."""
     tasks: dict[str, list[dict[str, str]]] = {}
     try:
         with open(worker / "pipeline_trace.tsv", newline="", encoding="utf-8") as handle:
@@ -142,10 +185,16 @@ def take_trace(worker: Path, manifest: Manifest, pending: dict[str, list[Expecte
     trace = read_trace(worker)
     finished = manifest.finished()
     for run, tasks in trace.items():
-        last = tasks[-1]
-        attempts = max(_int(t.get("attempt")) for t in tasks)
-        log(f"{run}: task {last.get('status')} (exit {last.get('exit')}) after {attempts} "
-            f"attempts in {last.get('duration')}")
+        for task in tasks:
+            if not (task.get("name") or "").startswith("FETCH_RUN"):
+                log(f"{run}: {task.get('name')} {task.get('status')} (exit {task.get('exit')})")
+        # an ASSEMBLE task that died is no fetch failure: only FETCH_RUN's tasks judge the fetch
+        fetches = [t for t in tasks if (t.get("name") or "").startswith("FETCH_RUN")]
+        last = fetches[-1] if fetches else {}
+        attempts = max((_int(t.get("attempt")) for t in fetches), default=0)
+        if fetches:
+            log(f"{run}: task {last.get('status')} (exit {last.get('exit')}) after {attempts} "
+                f"attempts in {last.get('duration')}")
         if run in pending and last.get("status") in ("FAILED", "ABORTED"):
             error = (f"the task died without a verdict (exit {last.get('exit')}, "
                      f"{attempts} attempts)")

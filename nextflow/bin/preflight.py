@@ -4,8 +4,9 @@
 Usage: ``preflight.py WORKER_DIR [--pipeline auto|embedded|nextflow]``.
 
 Checks the Python version (the worker scripts need 3.9 or newer), the free disk against the
-bytes the chunk still has to fetch, and the tools: ``rsync`` always (home pulls with it), and
-``nextflow`` and ``java`` (17 or newer) when the pipeline mode is ``nextflow``.
+bytes the chunk still has to fetch, and the tools: ``rsync`` always (home pulls with it),
+``nextflow`` and ``java`` (17 or newer) when the pipeline mode is ``nextflow``, and ``fastp``
+and the assembler when ``worker.json`` asks for products other than reads.
 
 Written for old interpreters on purpose (no ``from __future__ import annotations``, no
 3.9-only syntax), so that a host with Python 3.6 gets told why instead of a SyntaxError.
@@ -25,20 +26,38 @@ MIN_PYTHON = (3, 9)
 MIN_JAVA = 17                # Nextflow 25.10 runs on Java 17 or newer
 DISK_MARGIN = 1.05           # filesystem slack, a manifest, logs
 DISK_SPARE_BYTES = 200 * 10**6
+# The assemblers run_chunk.py knows, by the Debian package that brings each one.
+ASSEMBLER_PACKAGES = {"skesa": "skesa", "megahit": "megahit"}
 
 
-def chunk_bytes(worker: str) -> int:
-    """The bytes every file of ``chunk.tsv`` adds up to; ValueError when it cannot be read."""
+def run_bytes(worker: str) -> List[int]:
+    """Each run's bytes in ``chunk.tsv``; ValueError when it cannot be read."""
     with open(os.path.join(worker, "chunk.tsv"), encoding="utf-8") as handle:
         lines = handle.read().splitlines()
     if not lines or lines[0].split("\t") != ["run_accession", "urls", "md5s", "bytes"]:
         raise ValueError("chunk.tsv does not start with the chunk.tsv header")
-    total = 0
+    sizes = []
     for line in lines[1:]:
         cells = line.split("\t")
         if len(cells) == 4:
-            total += sum(int(size) for size in cells[3].split(";") if size)
-    return total
+            sizes.append(sum(int(size) for size in cells[3].split(";") if size))
+    return sizes
+
+
+def chunk_bytes(worker: str) -> int:
+    """The bytes every file of ``chunk.tsv`` adds up to; ValueError when it cannot be read."""
+    return sum(run_bytes(worker))
+
+
+def assembly_scratch(worker: str, settings: Dict[str, object]) -> int:
+    """Room for fastp's trimmed copies: the largest runs, as many as assemble at once (a full
+    disk would fail the assembly and blame the run)."""
+    if settings["products"] == "reads":
+        return 0
+    cores = os.cpu_count() or 1
+    threads = settings.get("assembly_threads") or cores
+    parallel = max(1, cores // threads) if isinstance(threads, int) else 1
+    return sum(sorted(run_bytes(worker), reverse=True)[:parallel])
 
 
 def bytes_held(worker: str) -> int:
@@ -61,10 +80,12 @@ def check_python(reasons: List[str]) -> Dict[str, object]:
     return {"version": version, "executable": sys.executable, "ok": ok}
 
 
-def check_disk(worker: str, reasons: List[str]) -> Dict[str, object]:
+def check_disk(worker: str, settings: Dict[str, object],
+               reasons: List[str]) -> Dict[str, object]:
     """Free disk in the worker folder against what the chunk still needs."""
     try:
         need = max(0, chunk_bytes(worker) - bytes_held(worker))
+        need += assembly_scratch(worker, settings)
     except (OSError, ValueError) as exc:
         reasons.append("cannot read the chunk: {}".format(exc))
         return {"ok": False}
@@ -77,13 +98,42 @@ def check_disk(worker: str, reasons: List[str]) -> Dict[str, object]:
     return {"free_bytes": free, "need_bytes": need, "ok": ok}
 
 
-def check_tools(pipeline: str, reasons: List[str]) -> Dict[str, Optional[str]]:
-    """Where the tools are; the missing ones the mode needs are reasons."""
+def read_products(worker: str, reasons: List[str]) -> Dict[str, object]:
+    """``worker.json``'s products, assembler and assembly threads (defaults without it)."""
+    path = os.path.join(worker, "worker.json")
+    settings = {"products": "reads", "assembler": "skesa",
+                "assembly_threads": 0}  # type: Dict[str, object]
+    if not os.path.exists(path):
+        return settings
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = json.load(handle)
+    except (OSError, ValueError) as exc:
+        reasons.append("cannot read worker.json: {}".format(exc))
+        return settings
+    if isinstance(data, dict):
+        settings.update((key, data[key]) for key in settings if key in data)
+    return settings
+
+
+def check_tools(pipeline: str, settings: Dict[str, object],
+                reasons: List[str]) -> Dict[str, Optional[str]]:
+    """Where the tools are; the missing ones the mode and the products need are reasons."""
     wanted = ["rsync"] + (["nextflow", "java"] if pipeline == "nextflow" else [])
     found = {tool: shutil.which(tool) for tool in [*wanted, "nextflow"]}
     missing = [tool for tool in wanted if not found[tool]]
     if missing:
         reasons.append("not on PATH: " + ", ".join(missing))
+    if settings["products"] != "reads":
+        assembler = str(settings["assembler"])
+        package = ASSEMBLER_PACKAGES.get(assembler, assembler)
+        tools = {"fastp": "fastp", assembler: package}
+        found.update((tool, shutil.which(tool)) for tool in tools)
+        lacking = [tool for tool in tools if not found[tool]]
+        if lacking:
+            reasons.append("not on PATH for products {}: {} (apt-get install {})".format(
+                settings["products"], ", ".join(lacking),
+                " ".join(tools[tool] for tool in lacking)))
     return found
 
 
@@ -115,11 +165,14 @@ def check_java(found: Dict[str, Optional[str]], reasons: List[str]) -> Optional[
 def preflight(worker: str, pipeline: str) -> Dict[str, object]:
     """The whole report: ``ok`` and the ``reasons`` when not."""
     reasons = []  # type: List[str]
+    settings = read_products(worker, reasons)
     report = {
         "python": check_python(reasons),
-        "disk": check_disk(worker, reasons) if os.path.isdir(worker) else {"ok": False},
-        "tools": check_tools(pipeline, reasons),
+        "disk": check_disk(worker, settings, reasons) if os.path.isdir(worker)
+        else {"ok": False},
+        "tools": check_tools(pipeline, settings, reasons),
         "pipeline": pipeline,
+        "products": settings["products"],
     }  # type: Dict[str, object]
     if pipeline == "nextflow":
         report["java_major"] = check_java(report["tools"], reasons)  # type: ignore[arg-type]

@@ -2,7 +2,7 @@
 """Run a worker's chunk: fetch every run, keep the manifest, write DONE.json, call back home.
 
 Usage: ``run_chunk.py WORKER_DIR [--max-parallel N] [--retries N] [--timeout S]
-[--transient-budget S] [--backoff S] [--profile NAME]``.
+[--transient-budget S] [--backoff S] [--profile NAME] [--products reads|assembly|both]``.
 
 With ``nextflow`` on PATH the pipeline (``WORKER_DIR/nextflow/main.nf``) does the fetching;
 otherwise this script runs the same fetcher itself with the same parallelism. Either way each
@@ -10,6 +10,10 @@ run is entered in ``out/manifest.tsv`` (rewritten atomically) the moment it fini
 runner that dies keeps every verified run; a restarted runner skips the runs the manifest
 holds and resumes partial files from ``WORKER_DIR/partial/<run>/``. ``out/DONE.json`` is
 written last (home treats its presence as "finished"), then POSTed to the callback URL.
+
+What comes home is set by ``WORKER_DIR/worker.json`` (see products.py; ``--products``
+overrides its ``products``): with ``assembly`` or ``both`` each verified run is assembled by
+``assemble_run.py`` before its rows enter the manifest.
 Standard library only, Python 3.9 or newer.
 """
 
@@ -25,7 +29,9 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -43,6 +49,16 @@ from fetch_run import (
     utc_stamp,
 )
 from nextflow_path import fetch_with_nextflow
+from products import (
+    PRODUCTS,
+    Assembler,
+    Settings,
+    assembly_counts,
+    plan,
+    products_ready,
+    read_settings,
+    record_unassembled,
+)
 from runner_id import hold_lock, write_pid_file
 
 STOP = threading.Event()
@@ -72,18 +88,32 @@ def read_chunk(path: Path) -> Runs:
     return runs
 
 
-def fetch_embedded(runs: Runs, worker: Path, manifest: Manifest, options: Options) -> int:
-    """The path without Nextflow: the fetcher for every run, ``parallel`` runs at a time."""
-    with ThreadPoolExecutor(max_workers=options.parallel) as pool:
-        futures = [pool.submit(_one_run, run, files, worker, manifest, options)
+def fetch_embedded(runs: Runs, worker: Path, manifest: Manifest, options: Options,
+                   assembler: Assembler | None = None) -> int:
+    """The path without Nextflow: the fetcher for every run, ``parallel`` runs at a time, and
+    the assembly of each verified run in a pool of its own, so fetching goes on meanwhile."""
+    assemblies: list[Future[None]] = []
+    slots = assembler.parallel if assembler else 1
+    with ThreadPoolExecutor(max_workers=slots) as assembling, \
+            ThreadPoolExecutor(max_workers=options.parallel) as pool:
+        def fetched(run: str, results: list[Result]) -> None:
+            if assembler is None or not all(r.ok for r in results):
+                manifest.record(run, results)  # a failed fetch is not assembled
+            else:
+                assemblies.append(assembling.submit(_assemble, assembler, worker, manifest,
+                                                    run, results))
+
+        futures = [pool.submit(_one_run, run, files, worker, options, fetched)
                    for run, files in runs]
         for future in futures:
             future.result()
+    for assembly in assemblies:
+        assembly.result()
     return 0
 
 
-def _one_run(run: str, files: list[Expected], worker: Path, manifest: Manifest,
-             options: Options) -> None:
+def _one_run(run: str, files: list[Expected], worker: Path, options: Options,
+             fetched: Callable[[str, list[Result]], None]) -> None:
     if STOP.is_set():
         return
     stage = worker / "partial" / run
@@ -92,24 +122,46 @@ def _one_run(run: str, files: list[Expected], worker: Path, manifest: Manifest,
                         backoff=options.backoff, stop=STOP)
     if any(r.cause == STOPPED for r in results):
         return  # not finished: the partial files wait for the next runner
-    manifest.record(run, results)
     shutil.rmtree(stage, ignore_errors=True)
+    fetched(run, results)
 
 
-def check_leftovers(worker: Path, manifest: Manifest, runs: Runs) -> None:
-    """Runs without a verdict whose files are in out/ anyway are checked here."""
+def _assemble(assembler: Assembler, worker: Path, manifest: Manifest, run: str,
+              results: list[Result]) -> None:
+    """The products first, then the manifest: a run in the manifest is finished with them.
+    Its rows stay the fetch's (``ok``) whatever the assembly's verdict."""
+    run_dir = worker / "out" / run
+    if assembler.assemble(run_dir, run):
+        manifest.record(run, results)
+    elif not STOP.is_set():  # stopped: the run is not finished, a restart assembles it
+        record_unassembled(manifest, run_dir, results, "the assembly step gave no report")
+
+
+def check_leftovers(worker: Path, manifest: Manifest, runs: Runs, settings: Settings) -> None:
+    """Runs without a verdict whose files are in out/ anyway are checked here.
+
+    With assembly a run counts only with its products: verified reads without a report (the
+    step could not run) are a transient failure, which costs home no attempt."""
     finished = manifest.finished()
     for run, files in runs:
         if run in finished:
             continue
+        run_dir = worker / "out" / run
         results = []
         for want in files:
-            path = worker / "out" / run / want.name
+            path = run_dir / want.name
             ok = path.is_file() and path.stat().st_size == want.size \
                 and md5_file(path).hexdigest() == want.md5
             error = "" if ok else f"{want.name}: not fetched from {want.url}"
             results.append(Result(run, want.name, want.size, want.md5, ok, error,
                                   cause="" if ok else TRANSIENT, finished_at=utc_stamp()))
+        if settings.assembles:
+            verified = [replace(r, ok=True, error="", cause="") for r in results]
+            if products_ready(run_dir, run, verified):
+                results = verified  # assembled, its reads deleted on purpose
+            elif all(r.ok for r in results):
+                record_unassembled(manifest, run_dir, results, "it was not assembled")
+                continue
         manifest.record(run, results)
 
 
@@ -160,7 +212,7 @@ def group_leader() -> int:
     return group if group in (os.getpid(), os.getppid()) else os.getpid()
 
 
-def run(worker: Path, options: Options) -> int:
+def run(worker: Path, options: Options, products: str | None = None) -> int:
     """Fetch the chunk in ``worker``; the exit code (0, 1, 70, 75 or 143)."""
     out = worker / "out"
     out.mkdir(parents=True, exist_ok=True)
@@ -172,6 +224,7 @@ def run(worker: Path, options: Options) -> int:
     write_pid_file(worker / "run_chunk.id", worker)
     try:
         runs = read_chunk(worker / "chunk.tsv")
+        settings = read_settings(worker)
     except FetchError as exc:
         log(str(exc))
         finish(worker, {**summary([], status="failed"), "error": str(exc)})
@@ -181,12 +234,20 @@ def run(worker: Path, options: Options) -> int:
     pending = [(run, files) for run, files in runs if run not in manifest.finished()]
     log(f"{len(runs)} runs, {len(runs) - len(pending)} finished before, "
         f"{options.parallel} at a time")
+    if products:
+        settings = replace(settings, products=products)
+    sizes = plan(settings)
+    if settings.assembles:
+        log(f"products {settings.products}: {settings.assembler}, {sizes.parallel} at a time, "
+            f"{sizes.threads} cores and {sizes.memory_gb} GB each")
     code = 0
     if pending:
         if shutil.which("nextflow"):
-            code = fetch_with_nextflow(pending, worker, manifest, options, STOP)
+            code = fetch_with_nextflow(pending, worker, manifest, options, STOP,
+                                       settings, sizes)
         else:
-            code = fetch_embedded(pending, worker, manifest, options)
+            assembler = Assembler(settings, sizes, STOP) if settings.assembles else None
+            code = fetch_embedded(pending, worker, manifest, options, assembler)
     if STOP.is_set():
         log("stopped before finishing: no DONE.json written")
         return EXIT_STOPPED
@@ -194,8 +255,11 @@ def run(worker: Path, options: Options) -> int:
         log(f"the pipeline failed ({code}); finished runs are in the manifest, "
             "a restart resumes the rest")
         return EXIT_PIPELINE
-    check_leftovers(worker, manifest, runs)
-    finish(worker, summary(manifest.all_rows()))
+    check_leftovers(worker, manifest, runs, settings)
+    done = summary(manifest.all_rows())
+    if settings.assembles:
+        done.update(assembly_counts(out, [r for r, _ in runs if r in manifest.finished()]))
+    finish(worker, done)
     return 0
 
 
@@ -213,11 +277,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="first wait after a failed try, s; doubles up to 60 (2)")
     parser.add_argument("--profile", default="standard",
                         help="Nextflow profile: standard, slurm, awsbatch, google-batch")
+    parser.add_argument("--products", choices=PRODUCTS,
+                        help="what comes home; overrides worker.json's products (reads)")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: STOP.set())
     options = Options(max(1, args.max_parallel), args.retries, args.timeout,
                       args.transient_budget, args.profile, args.backoff)
-    return run(args.worker.resolve(), options)
+    return run(args.worker.resolve(), options, args.products)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Fixtures for the worker side: the pipeline's bin/ on sys.path; servers from tests.loopback.
+"""Fixtures for the worker side: the pipeline's bin/ on sys.path; servers from tests.loopback;
+reads simulated once per session for the assembly tests (``sample``, ``noise``).
 
 The file server here is the one of ``tests.loopback`` with two more faults: an HTTP status
 (``Fault("503", times=4)`` answers 503 four times) and ``hold`` (send ``after`` bytes, then
@@ -14,18 +15,53 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from tests.loopback import Fault, FileServer, _handler, fastq_gz, md5
 
+from .simulate import random_genome, random_reads, simulate_pairs, write_fasta
+
 BIN = Path(__file__).resolve().parents[2] / "nextflow" / "bin"
 sys.path.insert(0, str(BIN))
 
 HOLD_SECONDS = 60  # a held connection is released by the test, or closed after this bound
 
-__all__ = ["BIN", "Fault", "fastq_gz", "find_python", "md5"]
+__all__ = ["BIN", "GENOME_LENGTH", "Fault", "Sample", "fastq_gz", "find_python", "md5"]
+
+GENOME_LENGTH = 50_000
+ASSEMBLY_TOOLS = ("fastp", "skesa", "art_illumina")
+
+
+@dataclass(frozen=True)
+class Sample:
+    genome: str
+    reads: list[Path]
+
+
+@pytest.fixture(scope="session")
+def tools() -> None:
+    missing = [tool for tool in ASSEMBLY_TOOLS if shutil.which(tool) is None]
+    if missing:
+        pytest.fail(f"{', '.join(missing)} not on PATH: scripts/test.sh installs them "
+                    "(Debian: fastp skesa art-nextgen-simulation-tools)")
+
+
+@pytest.fixture(scope="session")
+def sample(tools, tmp_path_factory) -> Sample:
+    """A 50 kb random genome and 2x150 reads at 30x from it, made once per session."""
+    folder = tmp_path_factory.mktemp("sample")
+    genome = random_genome(GENOME_LENGTH, seed=1)
+    fasta = write_fasta(folder / "genome.fa", "genome", genome)
+    return Sample(genome, simulate_pairs(fasta, folder, "ERR900001", depth=30, length=150))
+
+
+@pytest.fixture(scope="session")
+def noise(tools, tmp_path_factory) -> list[Path]:
+    """As many reads as the sample, but of random bases."""
+    return random_reads(tmp_path_factory.mktemp("noise"), "ERR900002", pairs=5000)
 
 
 class HeldFileServer(FileServer):

@@ -1,13 +1,15 @@
 """A stand-in for Nextflow that runs main.nf's own process script, for machines without it.
 
-It reads the typed ``params`` block and the ``FETCH_RUN`` script block from ``main.nf``,
-renders the script for each run of the chunk the way Nextflow interpolates it, runs it with
-``bash`` in a task folder under the work folder with ``bin/`` on PATH, publishes like the
-``publishDir`` directives, retries a task that fails, and writes the trace file with the
-fields of ``nextflow.config``. Not a Nextflow: only what the worker pipeline uses.
+It reads the typed ``params`` block and the ``FETCH_RUN`` and ``ASSEMBLE`` script blocks from
+``main.nf``, renders the scripts for each run of the chunk the way Nextflow interpolates them,
+runs them with ``bash`` in task folders under the work folder with ``bin/`` on PATH (ASSEMBLE,
+when ``products`` is not ``reads``, with FETCH_RUN's files staged as links in ``fetched/``),
+publishes like the ``publishDir`` directives, retries a task that fails, and writes the trace
+file with the fields of ``nextflow.config``. Not a Nextflow: only what the worker pipeline uses.
 
-``FAKE_NF_KILL`` (a run accession) makes every attempt of that run's task die with 137, as a
-killed task would; ``FAKE_NF_EXIT`` sets the pipeline's exit code.
+``FAKE_NF_KILL`` (a run accession) makes every attempt of that run's FETCH_RUN task die with
+137, as a killed task would, ``FAKE_NF_KILL_ASSEMBLE`` its ASSEMBLE task; ``FAKE_NF_EXIT`` sets
+the pipeline's exit code.
 """
 
 from __future__ import annotations
@@ -61,16 +63,23 @@ def _groovy(value: object) -> str:
     return str(value)  # Groovy prints 60.0 for a Float 60, as Python does
 
 
-def render(main_nf: str, inputs: dict[str, str], params: dict[str, object]) -> str:
+# def NAME = params.FLAG ? 'then' : 'else', or params.NAME == 'value' ? …, in either quotes
+STATEMENT = re.compile(r"def (\w+) = params\.(\w+)(?: == '(\w*)')? \? "
+                       r"""(["'])(.*?)\4 : (["'])(.*?)\6""")
+
+
+def render(main_nf: str, inputs: dict[str, str], params: dict[str, object],
+           process: str = "FETCH_RUN") -> str:
     """The bash command Nextflow would run for one task."""
-    statements, template = process_script(main_nf)
+    statements, template = process_script(main_nf, process)
     scope: dict[str, object] = {**inputs, "params": params}
-    for statement in statements:  # only the ternary form main.nf uses
-        match = re.fullmatch(r"def (\w+) = params\.(\w+) \? \"(.*)\" : '(.*)'", statement)
+    for statement in statements:  # only the ternary forms main.nf uses
+        match = STATEMENT.fullmatch(statement)
         if match is None:
             raise ValueError(f"the stub cannot evaluate {statement!r}")
-        name, flag, then, otherwise = match.groups()
-        scope[name] = _interpolate(then if params[flag] else otherwise, scope)
+        name, flag, equals, _, then, _, otherwise = match.groups()
+        test = params[flag] if equals is None else params[flag] == equals
+        scope[name] = _interpolate(then if test else otherwise, scope)
     return _interpolate(template, scope).replace("\\\\\n", "\\\n")
 
 
@@ -117,40 +126,63 @@ def main() -> int:
 
 def run_task(main_nf: str, bin_dir: Path, work: Path, row: dict[str, str],
              params: dict[str, object]) -> list[dict[str, object]]:
+    """FETCH_RUN for one row, then ASSEMBLE on its files when the workflow calls it."""
     run = row["run_accession"]
     inputs = {"run": run, "urls": row["urls"], "md5s": row["md5s"], "bytes": row["bytes"]}
-    command = render(main_nf, inputs, params)
-    tasks = []
-    for attempt in range(1, int(params["retries"]) + 2):  # type: ignore[call-overload]
-        digest = hashlib.md5(f"{run}{attempt}".encode()).hexdigest()
-        folder = work / digest[:2] / digest[2:]
-        folder.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
-        if os.environ.get("FAKE_NF_KILL") == run:
-            code = 137
-        else:
-            code = subprocess.run(["bash", "-euo", "pipefail", "-c", command], cwd=folder,
-                                  env=env, check=False).returncode
-        tasks.append({"hash": f"{digest[:2]}/{digest[2:8]}", "name": f"FETCH_RUN ({run})",
-                      "tag": run, "status": "COMPLETED" if code == 0 else "FAILED",
-                      "exit": code, "attempt": attempt, "duration": "1s", "realtime": "1s",
-                      "workdir": str(folder)})
-        if code == 0:
-            publish(folder, run, params)
-            break
-    return tasks
-
-
-def publish(folder: Path, run: str, params: dict[str, object]) -> None:
-    """The two publishDir directives: fetched files moved, the verdict copied."""
-    target = Path(str(params["outdir"])) / run
-    for path in sorted((folder / "fetched").glob("*")):
-        target.mkdir(parents=True, exist_ok=True)
-        shutil.move(str(path), str(target / path.name))
+    tasks, folder = attempts(main_nf, "FETCH_RUN", bin_dir, work, inputs,
+                             int(params["retries"]) + 1, params)  # type: ignore[call-overload]
+    if folder is None:
+        return tasks
     verdicts = Path(str(params["verdicts"]))
     verdicts.mkdir(parents=True, exist_ok=True)
     for path in folder.glob("*.verdict.tsv"):
         shutil.copy(path, verdicts / path.name)
+    fetched = sorted((folder / "fetched").glob("*"))
+    if params["products"] == "reads":  # publishDir enabled only then: the reads are moved
+        target = Path(str(params["outdir"])) / run
+        for path in fetched:
+            target.mkdir(parents=True, exist_ok=True)
+            shutil.move(str(path), str(target / path.name))
+    elif fetched:  # the optional `reads` output emitted: ASSEMBLE(FETCH_RUN.out.reads)
+        more, done = attempts(main_nf, "ASSEMBLE", bin_dir, work, {"run": run}, 2, params,
+                              staged=fetched)
+        tasks += more
+        if done is not None:  # publishDir outdir, mode move, of the output `<run>/*`
+            target = Path(str(params["outdir"])) / run
+            target.mkdir(parents=True, exist_ok=True)
+            for path in sorted((done / run).glob("*")):
+                shutil.move(str(path), str(target / path.name))
+    return tasks
+
+
+def attempts(main_nf: str, process: str, bin_dir: Path, work: Path, inputs: dict[str, str],
+             tries: int, params: dict[str, object], staged: list[Path] | None = None,
+             ) -> tuple[list[dict[str, object]], Path | None]:
+    """A task tried up to ``tries`` times: its trace rows and the folder of the one that
+    succeeded (None when none did)."""
+    run = inputs["run"]
+    command = render(main_nf, inputs, params, process)
+    killed = os.environ.get("FAKE_NF_KILL" if process == "FETCH_RUN"
+                            else f"FAKE_NF_KILL_{process}") == run
+    tasks = []
+    for attempt in range(1, tries + 1):
+        digest = hashlib.md5(f"{process}{run}{attempt}".encode()).hexdigest()
+        folder = work / digest[:2] / digest[2:]
+        folder.mkdir(parents=True, exist_ok=True)
+        for path in staged or []:  # stageAs: 'fetched/*', as links like Nextflow's
+            (folder / "fetched").mkdir(exist_ok=True)
+            (folder / "fetched" / path.name).symlink_to(path)
+        env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+        code = 137 if killed else subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", command], cwd=folder, env=env,
+            check=False).returncode
+        tasks.append({"hash": f"{digest[:2]}/{digest[2:8]}", "name": f"{process} ({run})",
+                      "tag": run, "status": "COMPLETED" if code == 0 else "FAILED",
+                      "exit": code, "attempt": attempt, "duration": "1s", "realtime": "1s",
+                      "workdir": str(folder)})
+        if code == 0:
+            return tasks, folder
+    return tasks, None
 
 
 if __name__ == "__main__":

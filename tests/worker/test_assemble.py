@@ -12,47 +12,15 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from assemble_run import REPORT_KEYS, AssemblyFailed, Reads, Stats, check_sanity, find_reads, n50
 
-from .conftest import BIN
-from .simulate import count_fastq, random_genome, random_reads, simulate_pairs, write_fasta
+from .conftest import BIN, GENOME_LENGTH
+from .simulate import count_fastq
 
-GENOME_LENGTH = 50_000
-TOOLS = ("fastp", "skesa", "art_illumina")
 KMER = 31
-
-
-@dataclass(frozen=True)
-class Sample:
-    genome: str
-    reads: list[Path]
-
-
-@pytest.fixture(scope="session")
-def tools() -> None:
-    missing = [tool for tool in TOOLS if shutil.which(tool) is None]
-    if missing:
-        pytest.fail(f"{', '.join(missing)} not on PATH: scripts/test.sh installs them "
-                    "(Debian: fastp skesa art-nextgen-simulation-tools)")
-
-
-@pytest.fixture(scope="session")
-def sample(tools, tmp_path_factory) -> Sample:
-    """A 50 kb random genome and 2x150 reads at 30x from it, made once per session."""
-    folder = tmp_path_factory.mktemp("sample")
-    genome = random_genome(GENOME_LENGTH, seed=1)
-    fasta = write_fasta(folder / "genome.fa", "genome", genome)
-    return Sample(genome, simulate_pairs(fasta, folder, "ERR900001", depth=30, length=150))
-
-
-@pytest.fixture(scope="session")
-def noise(tools, tmp_path_factory) -> list[Path]:
-    """As many reads as the sample, but of random bases."""
-    return random_reads(tmp_path_factory.mktemp("noise"), "ERR900002", pairs=5000)
 
 
 def run_folder(parent: Path, run: str, files: dict[str, Path]) -> Path:

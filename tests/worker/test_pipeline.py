@@ -37,14 +37,15 @@ STUB = Path(__file__).with_name("nextflow_stub.py")
 PROFILES = ("standard", "slurm", "awsbatch", "google-batch")
 
 
-def test_main_nf_parses_as_current_dsl2_with_one_process_and_no_dynamic_directives():
+def test_main_nf_parses_as_current_dsl2_with_two_processes_and_no_dynamic_directives():
     module = reftrace.Module.from_file(str(PIPELINE / "main.nf"))
     assert isinstance(module, reftrace.Module), module
     assert module.dsl_version == 2
-    (process,) = module.processes
-    assert process.name == "FETCH_RUN"
+    assert [p.name for p in module.processes] == ["FETCH_RUN", "ASSEMBLE"]
     # directives that follow the params are in nextflow.config, where a parser can check them
-    assert not process.max_forks and not process.max_retries and not process.error_strategies
+    for process in module.processes:
+        assert not process.max_forks and not process.max_retries
+        assert not process.error_strategies and not process.cpus and not process.memories
     assert "nextflow.enable.dsl" not in MAIN_NF
     assert not re.search(r"\bChannel\.", MAIN_NF)
 
@@ -52,13 +53,17 @@ def test_main_nf_parses_as_current_dsl2_with_one_process_and_no_dynamic_directiv
 def test_every_param_is_typed_with_a_default_that_the_config_and_readme_repeat():
     declared = params_block(MAIN_NF)
     assert set(declared) == {"chunk", "outdir", "partial_dir", "verdicts", "max_parallel",
-                             "retries", "timeout", "transient_budget"}
+                             "retries", "timeout", "transient_budget", "products",
+                             "assembler", "min_contig", "min_total_length", "min_n50",
+                             "reads_on_failure", "assembly_threads", "assembly_memory_gb",
+                             "assembly_parallel"}
     config = dict(re.findall(r"^    (\w+)\s+= (.+)$",
                              re.search(r"^params \{\n(.*?)^\}", CONFIG, re.S | re.M).group(1),
                              re.M))
     readme = (PIPELINE / "README.md").read_text()
     for name, (_kind, default) in declared.items():
-        assert config[name].strip("'") == str(default), name  # the same type, too
+        shown = str(default).lower() if isinstance(default, bool) else str(default)
+        assert config[name].strip("'") == shown, name  # the same type, too
         shown = config[name] if config[name] == "''" else config[name].strip("'")
         assert f"| `--{name}` | `{shown}` |" in readme, name
 
@@ -86,8 +91,16 @@ def test_the_config_holds_the_directives_the_version_the_trace_and_the_profiles(
     assert directives["maxForks"].params == ["max_parallel"]
     assert directives["maxRetries"].params == ["retries"]
     assert directives["errorStrategy"].in_closure
+    (assemble,) = [s for s in scopes if s.name == "ASSEMBLE"]
+    directives = {d.name: d.value for d in assemble.directives}
+    assert directives["cpus"].params == ["assembly_threads"]
+    assert directives["memory"].params == ["assembly_memory_gb"]
+    assert directives["maxForks"].params == ["assembly_parallel"]
     assert "nextflowVersion = '>=25.10.0'" in CONFIG
-    assert re.search(r"executor \{\n\s+cpus = params\.max_parallel as Integer", CONFIG)
+    # the local executor has room for the fetches and for the assemblies' cores
+    assert re.search(r"executor \{\n\s+cpus = \(params\.max_parallel as Integer\) \+ "
+                     r"\(params\.products == 'reads' \? 0 : \(params\.assembly_threads as "
+                     r"Integer\) \* \(params\.assembly_parallel as Integer\)\)", CONFIG)
     assert re.search(r"trace \{\n\s+enabled\s+= true", CONFIG)
     docs = DOCS.read_text() + (PIPELINE / "README.md").read_text()
     for profile in PROFILES:

@@ -88,3 +88,49 @@ def test_the_nextflow_mode_refuses_a_java_too_old_for_nextflow(tmp_path):
     assert code == 1
     assert report["java_major"] == 11
     assert report["reasons"] == ["java 11 is older than 17 (Nextflow needs it)"]
+
+
+def test_a_worker_asked_for_assemblies_needs_fastp_and_the_assembler(tmp_path):
+    worker = worker_with(tmp_path, [1000])
+    (worker / "worker.json").write_text(json.dumps({"products": "assembly"}))
+    tools = tmp_path / "tools"
+    tools.mkdir()
+    (tools / "rsync").symlink_to("/bin/true")
+    env = {**os.environ, "PATH": str(tools)}
+
+    code, report = preflight(worker, env=env)
+
+    assert code == 1
+    assert report["products"] == "assembly"
+    assert report["reasons"] == [
+        "not on PATH for products assembly: fastp, skesa (apt-get install fastp skesa)"]
+
+    (tools / "fastp").symlink_to("/bin/true")
+    (tools / "skesa").symlink_to("/bin/true")
+    code, report = preflight(worker, env=env)
+    assert code == 0, report
+    assert report["tools"]["skesa"] == str(tools / "skesa")
+
+
+def test_a_worker_bringing_reads_home_needs_no_assembler(tmp_path):
+    worker = worker_with(tmp_path, [1000])
+    (worker / "worker.json").write_text(json.dumps({"products": "reads", "assembler": "skesa"}))
+    tools = tmp_path / "tools"
+    tools.mkdir()
+    (tools / "rsync").symlink_to("/bin/true")
+
+    code, report = preflight(worker, env={**os.environ, "PATH": str(tools)})
+
+    assert code == 0, report
+    assert "skesa" not in report["tools"] and report["products"] == "reads"
+
+
+def test_an_assembling_worker_needs_room_for_the_trimmed_copy_of_its_largest_run(tmp_path):
+    worker = worker_with(tmp_path, [1000, 3000])
+    # as many cores per assembly as the host has: one at a time, one trimmed copy
+    (worker / "worker.json").write_text(json.dumps(
+        {"products": "assembly", "assembly_threads": os.cpu_count()}))
+
+    _, report = preflight(worker)
+
+    assert report["disk"]["need_bytes"] == int((4000 + 3000) * 1.05) + 200 * 10**6
