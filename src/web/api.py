@@ -18,10 +18,15 @@ from backend.add_taxa import Outcome, add_taxa, summary
 from backend.errors import UnknownTaxonError
 from backend.registry import MAX_TAXON_ID, Registry
 from backend.settings import Settings
+from backend.store import database_of
+from backend.timeutil import utc_now
 from backend.workers import WorkerStore
 from web import schemas
 from web.auth import api_admin
-from web.security import redact_state, server_paths
+from web.charts import fetched_series
+from web.overview import overview
+from web.runs_table import BadQuery, GoneCursor, Query, parse_query, runs_page
+from web.security import redact, redact_state, server_paths
 from web.views_data import all_states, taxon_state
 
 bp = Blueprint("api", __name__, url_prefix="/api")
@@ -175,3 +180,64 @@ def retry(taxon: str) -> ResponseReturnValue:
                                pending_again=retry_runs(settings(), taxon_id, "web:admin"))
 
     return _admin_change(path_id(taxon), change)
+
+
+@bp.get("/overview")
+def get_overview() -> ResponseReturnValue:
+    paths = server_paths(settings())
+    states = [redact_state(state, paths) for state in all_states(settings())]
+    answer = overview(settings(), states, utc_now())
+    for worker in answer["workers"]:
+        worker["last_error"] = redact(worker["last_error"], paths)
+    return jsonify(schemas.Overview.model_validate(answer).model_dump())
+
+
+@bp.get("/fetched")
+def get_fetched() -> ResponseReturnValue:
+    names = {row.taxonomy_id: row.scientific_name
+             for row in Registry.from_settings(settings()).load()}
+    return jsonify(fetched_series(database_of(settings()), names))
+
+
+def known_taxon(taxon: str) -> tuple[int, str] | None:
+    """The path's taxon id and name; None when it is not in the registry (Invalid if malformed)."""
+    taxon_id = path_id(taxon)
+    try:
+        return taxon_id, Registry.from_settings(settings()).get(taxon_id).scientific_name
+    except UnknownTaxonError:
+        return None
+
+
+@bp.get("/taxa/<taxon>/fetched")
+def get_taxon_fetched(taxon: str) -> ResponseReturnValue:
+    found = known_taxon(taxon)
+    if found is None:
+        return not_in_registry(path_id(taxon))
+    taxon_id, name = found
+    return jsonify(fetched_series(database_of(settings()), {taxon_id: name}, taxon_id))
+
+
+def runs_query() -> Query:
+    try:
+        return parse_query(request.args.to_dict())
+    except BadQuery as exc:
+        raise Invalid("the query is not one the runs table takes", [str(exc)]) from None
+
+
+@bp.get("/taxa/<taxon>/runs")
+def get_runs(taxon: str) -> ResponseReturnValue:
+    found = known_taxon(taxon)
+    query = runs_query()
+    if found is None:
+        return not_in_registry(path_id(taxon))
+    try:
+        page = runs_page(database_of(settings()), found[0], query)
+    except GoneCursor as exc:
+        return jsonify(schemas.Error(error=f"{exc}; start again from the first page")
+                       .model_dump()), 404
+    paths = server_paths(settings())
+    for run in page.rows:
+        run["last_error"] = redact(run["last_error"], paths)
+    return jsonify(schemas.RunsPage(
+        taxonomy_id=found[0], sort=query.sort, order="desc" if query.descending else "asc",
+        q=query.prefix, limit=query.limit, runs=page.rows, next=page.next_cursor).model_dump())

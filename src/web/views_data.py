@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +12,7 @@ from backend.logs import taxon_log_path
 from backend.registry import Registry, Taxon
 from backend.settings import Settings
 from backend.store import Database, database_of
-from backend.timeutil import format_time, parse_time
+from backend.timeutil import format_time
 from backend.workers import WorkerRecord, WorkerStore
 
 
@@ -101,37 +101,65 @@ def exclusion_counts(settings: Settings, taxon_id: int) -> dict[str, int]:
     return dict(sorted((code, count) for code, count in rows))
 
 
-def status_counts(settings: Settings, taxon_id: int) -> dict[str, int]:
-    counts = AccessionList.of(settings, taxon_id).counts()
-    return {c: counts[c]["runs"] for c in ("assigned", "fetched", "pending")
-            if counts[c]["runs"]}
-
-
-def last_estimate(history: list[dict[str, Any]]) -> dict[str, Any] | None:
-    estimates = [h for h in history if h["field"] == "cost_estimate"]
-    return estimates[-1]["new"] if estimates else None
-
-
 def log_tail(settings: Settings, taxon_id: int, lines: int = 40) -> list[str]:
+    """The last lines of the taxon's log, each traceback replaced by one line saying so."""
     assert settings.log_dir is not None
     path: Path = taxon_log_path(settings.log_dir, taxon_id)
     if not path.exists():
         return []
     with open(path, "rb") as handle:
         handle.seek(max(0, path.stat().st_size - 64_000))
-        return handle.read().decode("utf-8", "replace").splitlines()[-lines:]
+        text = handle.read().decode("utf-8", "replace").splitlines()
+    return without_tracebacks(text)[-lines:]
 
 
-def fetched_times(settings: Settings, taxon_id: int,
-                  points: int = 400) -> list[tuple[datetime, int]]:
-    """(moment, runs fetched so far) from the collections' events, at most ``points``."""
-    rows = database_of(settings).query(
-        "SELECT at, runs FROM fetch_events WHERE taxon = ? ORDER BY at, id", (taxon_id,))
-    steps, total = [], 0
-    for at, runs in rows:
-        total += runs
-        moment = parse_time(at)
-        if moment is not None:
-            steps.append((moment, total))
-    stride = max(1, len(steps) // points)
-    return steps[stride - 1::stride] if stride > 1 else steps
+#: A log record starts with its date; anything else after a traceback's first line is part
+#: of the traceback (frames, source lines, loguru's variable markers, the exception line).
+RECORD_START = re.compile(r"^\d{4}-\d{2}-\d{2}[ T]")
+TRACEBACK_START = ("Traceback (most recent call last)", "During handling of the above",
+                   "The above exception was the direct cause")
+OMITTED = "(a traceback was left out here: the log file on the server has it)"
+
+
+def without_tracebacks(lines: list[str]) -> list[str]:
+    """``lines`` with every traceback dropped: a page shows what failed, not a stack."""
+    kept: list[str] = []
+    inside = False
+    for line in lines:
+        if line.lstrip().startswith(TRACEBACK_START):
+            if not inside:
+                kept.append(OMITTED)
+            inside = True
+        elif inside and RECORD_START.match(line):
+            inside = False
+        if not inside:
+            kept.append(line)
+    return kept
+
+
+#: Who made a change, by the prefix of the history's actor.
+INTERFACES = {"web:": "web page or API", "cli": "command line", "daemon": "daemon",
+              "dispatcher": "daemon (dispatch)", "collector": "daemon (collection)",
+              "check": "daemon (ENA check)", "reconciler": "daemon (reconciliation)"}
+
+
+def interface_of(actor: str) -> str:
+    """Which interface an actor made a change through, in words."""
+    for prefix, words in INTERFACES.items():
+        if actor.startswith(prefix):
+            return words
+    return "command line or script (user " + actor + ")" if actor else "unknown"
+
+
+def change_text(entry: dict[str, Any]) -> str:
+    """One history entry's change in words."""
+    field, old, new = entry["field"], entry.get("old"), entry.get("new")
+    if field == "row":
+        return "added to the registry" if new else "removed from the registry"
+    if isinstance(new, dict):
+        return str(new.get("text") or ", ".join(f"{k} {v}" for k, v in sorted(new.items())))
+    if old in (None, "") and field not in ("needs_attention",):
+        return f"{field} set to {new!s}" if new not in (None, "") else f"{field} noted"
+    if field == "needs_attention" and not new:
+        return "released (needs_attention cleared)"
+    return f"{field}: {old!s} → {new!s}"
