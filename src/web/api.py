@@ -27,7 +27,7 @@ from web.charts import fetched_series
 from web.overview import overview
 from web.runs_table import BadQuery, GoneCursor, Query, parse_query, runs_page
 from web.security import redact, redact_state, server_paths
-from web.views_data import all_states, taxon_state
+from web.views_data import all_states, registry_row, registry_rows, taxon_state
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 Model = TypeVar("Model", bound=BaseModel)
@@ -108,12 +108,11 @@ def list_taxa() -> ResponseReturnValue:
 @bp.get("/taxa/<taxon>")
 def get_taxon(taxon: str) -> ResponseReturnValue:
     taxon_id = path_id(taxon)
-    registry = Registry.from_settings(settings())
     try:
-        row = registry.get(taxon_id)
+        row = registry_row(settings(), taxon_id)
     except UnknownTaxonError:
         return not_in_registry(taxon_id)
-    history = registry.history(taxon_id, limit=1)
+    history = Registry.from_settings(settings()).history(taxon_id, limit=1)
     state = taxon_state(settings(), row, history[-1]["time"] if history else "",
                         WorkerStore.of(settings()).live())
     return jsonify(redact_state(state, server_paths(settings())))
@@ -195,7 +194,7 @@ def get_overview() -> ResponseReturnValue:
 @bp.get("/fetched")
 def get_fetched() -> ResponseReturnValue:
     names = {row.taxonomy_id: row.scientific_name
-             for row in Registry.from_settings(settings()).load()}
+             for row in registry_rows(settings())}
     return jsonify(fetched_series(database_of(settings()), names))
 
 
@@ -203,7 +202,7 @@ def known_taxon(taxon: str) -> tuple[int, str] | None:
     """The path's taxon id and name; None when it is not in the registry (Invalid if malformed)."""
     taxon_id = path_id(taxon)
     try:
-        return taxon_id, Registry.from_settings(settings()).get(taxon_id).scientific_name
+        return taxon_id, registry_row(settings(), taxon_id).scientific_name
     except UnknownTaxonError:
         return None
 

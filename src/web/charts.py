@@ -65,10 +65,27 @@ def cumulative(rows: list[tuple[int, int, int, int]], taxa: list[int], buckets: 
     return steps
 
 
+_cache: dict[tuple[str, int | None], tuple[tuple[Any, ...], dict[str, Any]]] = {}
+
+
 def fetched_series(db: Database, names: dict[int, str], taxon: int | None = None
                    ) -> dict[str, Any]:
     """Cumulative runs and bytes fetched over time: the overall line and the top taxa, or one
-    taxon's line. ``t`` is unix seconds; each series has one value per ``t``."""
+    taxon's line. ``t`` is unix seconds; each series has one value per ``t``.
+
+    Collections are only ever appended, so the series is kept until one arrives (or the names
+    change): the dashboard asks often, a collection comes every few minutes.
+    """
+    key = (*db.query("SELECT max(id), count(*) FROM fetch_events")[0], tuple(names.items()))
+    cached = _cache.get((str(db.path), taxon))
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    answer = _series(db, names, taxon)
+    _cache[(str(db.path), taxon)] = (key, answer)
+    return answer
+
+
+def _series(db: Database, names: dict[int, str], taxon: int | None) -> dict[str, Any]:
     taxa = [taxon] if taxon is not None else most_fetched(db, TOP_TAXA)
     bounds = span(db, [taxon] if taxon is not None else None)
     if bounds is None:

@@ -129,8 +129,9 @@ def runs_done(db: Database, record: WorkerRecord) -> int:
     """Runs of the chunk already home, or, once it called back, the runs it fetched."""
     if record.callback and isinstance(record.callback.get("runs_ok"), int):
         return int(record.callback["runs_ok"])
-    return int(db.query("SELECT count(*) FROM runs WHERE worker = ? AND category = 'fetched'",
-                        (record.name,))[0][0])
+    # `worker != ''` lets SQLite use the partial index runs_by_worker.
+    return int(db.query("SELECT count(*) FROM runs WHERE worker = ? AND worker != '' "
+                        "AND category = 'fetched'", (record.name,))[0][0])
 
 
 def worker_row(db: Database, record: WorkerRecord, now: datetime,

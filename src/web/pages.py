@@ -52,12 +52,17 @@ from web.views_data import (
     exclusion_counts,
     interface_of,
     log_tail,
+    registry_row,
     taxon_state,
 )
 
 bp = Blueprint("pages", __name__)
 #: History entries per page of the taxon page (older ones a link away).
 HISTORY_PAGE = 100
+#: Runs the taxon page shows (the runs page has them all).
+FIRST_RUNS = 10
+#: Taxa the overview lists unless asked for all (most urgent first).
+TAXA_SHOWN = 100
 Form = TypeVar("Form", bound=BaseModel)
 
 
@@ -106,21 +111,32 @@ def dashboard() -> ResponseReturnValue:
     view = overview(settings(), states, utc_now())
     for worker in view["workers"]:
         worker["last_error"] = redact(worker["last_error"], paths)
-    return render_template("dashboard.html", taxa=states, o=view)
+    every = request.args.get("taxa")
+    if every not in (None, "all"):
+        raise BadForm("taxa must be `all` or left out")
+    shown = states if every else sorted(states, key=urgency)[:TAXA_SHOWN]
+    return render_template("dashboard.html", taxa=shown, taxa_count=len(states), o=view)
+
+
+def urgency(state: dict[str, Any]) -> tuple[Any, ...]:
+    """Parked taxa first, then failed, then those being fetched, then by priority."""
+    order = {"error": 1, "warning": 2, "in progress": 3}
+    return (not state["needs_attention"], order.get(state["state"], 4), -state["priority"],
+            state["taxonomy_id"])
 
 
 def known_taxon(taxon: str) -> Taxon:
     """The registry row of the path's taxon; 404 when malformed or not in the registry."""
     taxon_id = parse_id(taxon) or abort(404)
     try:
-        return Registry.from_settings(settings()).get(taxon_id)
+        return registry_row(settings(), taxon_id)
     except UnknownTaxonError:
         abort(404)
 
 
 def history_before() -> int | None:
-    text = request.args.get("before", "")
-    if not text:
+    text = request.args.get("before")
+    if text is None:
         return None
     if not text.isascii() or not text.isdigit() or not 1 <= int(text) <= 2**62:
         raise BadForm("before must be a history entry's id (a whole number)")
@@ -141,7 +157,7 @@ def taxon_page(taxon: str) -> ResponseReturnValue:
                                      WorkerStore.of(settings()).live()), paths)
     workers = [worker_row(db, w, utc_now(), {}) for w in WorkerStore.of(settings()).live()
                if w.taxon_id == taxon_id]
-    first = runs_page(db, taxon_id, Query(limit=25))
+    first = runs_page(db, taxon_id, Query(limit=FIRST_RUNS))
     return render_template(
         "taxon.html", t=state, counts=AccessionList.of(settings(), taxon_id).counts(),
         by_reason=exclusion_counts(settings(), taxon_id), words=EXCLUSION_WORDS,
@@ -150,7 +166,7 @@ def taxon_page(taxon: str) -> ResponseReturnValue:
         older=history[0]["id"] if len(history) == HISTORY_PAGE else None,
         log=[redact(line, paths) for line in log_tail(settings(), taxon_id)],
         runs=shown_runs(first.rows, paths), next_cursor=first.next_cursor,
-        query=Query(limit=25), exports=exports_of(taxon_id))
+        query=Query(limit=FIRST_RUNS), exports=exports_of(taxon_id))
 
 
 def shown_runs(rows: list[dict[str, Any]], paths: list[tuple[str, str]]

@@ -108,7 +108,7 @@ def parse_query(args: dict[str, str]) -> Query:
         limit = 0
     if limit not in PAGE_SIZES:
         raise BadQuery(f"limit must be one of {', '.join(map(str, PAGE_SIZES))}")
-    after = parse_cursor(args["after"]) if args.get("after") else None
+    after = parse_cursor(args["after"]) if "after" in args else None
     return Query(sort, order == "desc", prefix, limit, after)
 
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass
+import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from backend.accessions import AccessionList, counts_by_taxon, empty_counts
+from backend.errors import UnknownTaxonError
 from backend.logs import taxon_log_path
 from backend.registry import Registry, Taxon
 from backend.settings import Settings
@@ -53,11 +55,14 @@ def worker_json(record: WorkerRecord) -> dict[str, Any]:
 
 def taxon_state(settings: Settings, row: Taxon, updated: str,
                 workers: list[WorkerRecord],
-                counts: dict[str, dict[str, int]] | None = None) -> dict[str, Any]:
+                counts: dict[str, dict[str, int]] | None = None,
+                db: Database | None = None) -> dict[str, Any]:
     """One taxon as the API shows it (like pacifica-ingest's get_state)."""
-    accessions = AccessionList.of(settings, row.taxonomy_id)
-    done = progress(counts if counts is not None else accessions.counts())
-    last_error = row.needs_attention or (accessions.last_error() if done.wanted else "")
+    db = db or database_of(settings)
+    done = progress(counts if counts is not None
+                    else AccessionList(db, row.taxonomy_id).counts())
+    last_error = row.needs_attention or (last_run_error(db, row.taxonomy_id)
+                                         if done.wanted else "")
     return {
         "taxonomy_id": row.taxonomy_id,
         "scientific_name": row.scientific_name,
@@ -65,7 +70,8 @@ def taxon_state(settings: Settings, row: Taxon, updated: str,
         "stage": row.stage.value,
         "stage_name": row.stage_name,
         "task_percent": done.percent,
-        "runs": {k: v for k, v in asdict(done).items() if not k.startswith("bytes")},
+        "runs": {"wanted": done.wanted, "fetched": done.fetched, "pending": done.pending,
+                 "assigned": done.assigned, "failed": done.failed, "excluded": done.excluded},
         "bytes_wanted": done.bytes_wanted,
         "bytes_fetched": done.bytes_fetched,
         "needs_attention": row.needs_attention,
@@ -77,28 +83,83 @@ def taxon_state(settings: Settings, row: Taxon, updated: str,
     }
 
 
+def last_run_error(db: Database, taxon_id: int) -> str:
+    """The taxon's newest run error (the partial index runs_with_errors finds it at once)."""
+    rows = db.query("SELECT last_error FROM runs WHERE taxon = ? AND last_error != '' "
+                    "ORDER BY seq DESC LIMIT 1", (taxon_id,))
+    return rows[0][0] if rows else ""
+
+
 def last_updates(db: Database) -> dict[int, str]:
     """When each taxon's history last changed (kept by a trigger, no scan of history)."""
     return {taxon: time for taxon, time in db.query("SELECT taxon, time FROM taxon_updates")}
 
 
-def all_states(settings: Settings) -> list[dict[str, Any]]:
+_rows_cache: dict[str, tuple[tuple[int, int, int], list[Taxon]]] = {}
+_rows_lock = threading.Lock()
+
+
+def registry_rows(settings: Settings) -> list[Taxon]:
+    """The registry's rows, parsed again only when the file changed.
+
+    Every page asks for them and 2,000 rows take ~50 ms to parse; the registry replaces its
+    file atomically on each write, so a new inode, size or mtime says it changed.
+    """
     registry = Registry.from_settings(settings)
+    try:
+        info = registry.path.stat()
+    except OSError:
+        return registry.load()  # missing or unreadable: the registry says why
+    key = (info.st_ino, info.st_size, info.st_mtime_ns)
+    cached = _rows_cache.get(str(registry.path))
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    rows = registry.load()
+    with _rows_lock:
+        _rows_cache[str(registry.path)] = (key, rows)
+    return rows
+
+
+def registry_row(settings: Settings, taxon_id: int) -> Taxon:
+    """One row; UnknownTaxonError when the taxon is not in the registry."""
+    for row in registry_rows(settings):
+        if row.taxonomy_id == taxon_id:
+            return row
+    raise UnknownTaxonError(taxon_id, settings.csv_path)
+
+
+def all_states(settings: Settings) -> list[dict[str, Any]]:
     db = database_of(settings)
     updated = last_updates(db)
     counts = counts_by_taxon(db)
     live = WorkerStore.of(settings).live()
     return [taxon_state(settings, row, updated.get(row.taxonomy_id, ""), live,
-                        counts.get(row.taxonomy_id, empty_counts()))
-            for row in registry.load()]
+                        counts.get(row.taxonomy_id, empty_counts()), db)
+            for row in registry_rows(settings)]
+
+
+_reasons_cache: dict[tuple[str, int], tuple[tuple[int, ...], dict[str, int]]] = {}
 
 
 def exclusion_counts(settings: Settings, taxon_id: int) -> dict[str, int]:
-    """Excluded runs by the code their reason starts with."""
-    rows = database_of(settings).query(
+    """Excluded runs by the code their reason starts with.
+
+    Counting reads every left-out run of the taxon (100,000s in a large one), so the answer
+    is kept while the taxon's counts of left-out runs stay the same: a reason changes with
+    them (a run is excluded, included, or withdrawn), not on its own.
+    """
+    db = database_of(settings)
+    counts = counts_by_taxon(db, taxon_id).get(taxon_id, empty_counts())
+    key = tuple(counts[c]["runs"] for c in ("failed", "excluded", "withdrawn"))
+    cached = _reasons_cache.get((str(db.path), taxon_id))
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    rows = db.query(
         "SELECT substr(exclusion_reason, 1, instr(exclusion_reason, ':') - 1), count(*) "
         "FROM runs WHERE taxon = ? AND is_excluded = 1 GROUP BY 1", (taxon_id,))
-    return dict(sorted((code, count) for code, count in rows))
+    found = dict(sorted((code, count) for code, count in rows))
+    _reasons_cache[(str(db.path), taxon_id)] = (key, found)
+    return found
 
 
 def log_tail(settings: Settings, taxon_id: int, lines: int = 40) -> list[str]:
