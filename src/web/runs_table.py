@@ -32,18 +32,18 @@ COLUMNS = ("seq, accession, category, status, is_excluded, exclusion_reason, fas
 
 #: Why a run is left out, in words, by the code its ``exclusion_reason`` starts with.
 EXCLUSION_WORDS = {
-    "platform": "sequenced on a platform the pipeline does not take",
-    "strategy": "a library strategy other than whole-genome sequencing",
-    "source": "a library source other than genomic DNA",
-    "layout": "a library layout (single or paired) the pipeline does not take",
+    "platform": "sequenced on a platform not in MICROFETCH_SELECT_PLATFORMS",
+    "strategy": "a library strategy not in MICROFETCH_SELECT_STRATEGIES (e.g. not WGS)",
+    "source": "a library source not in MICROFETCH_SELECT_SOURCES (e.g. not genomic)",
+    "layout": "a library layout not in MICROFETCH_SELECT_LAYOUTS (e.g. single-end reads)",
     "no_files": "ENA lists no FASTQ file for it",
     "no_md5": "ENA gives no MD5 checksum, so a download could not be verified",
     "min_bases": "fewer bases than MICROFETCH_MIN_BASES",
-    "bad_accession": "the accession is not a well-formed run accession",
+    "bad_accession": "not an ERR, SRR or DRR run accession",
     "bad_path": "a FASTQ path ENA gave is not a safe relative path",
     "host_not_allowed": "a FASTQ URL points to a host outside the allowed ENA hosts",
     "too_large": "larger than a worker's disk holds",
-    "duplicate": "listed twice by ENA; the first one is kept",
+    "duplicate": "already selected under another taxon, which fetches it",
     "failed_attempts": "failed too many times; `microfetch retry` puts it back",
     "withdrawn": "withdrawn or suppressed at ENA since it was listed",
 }
@@ -138,21 +138,49 @@ def runs_page(db: Database, taxon_id: int, query: Query) -> Page:
         # A range on the (taxon, accession) index: the prefix never becomes a LIKE scan.
         where.append("accession >= ? AND accession < ?")
         params += [query.prefix, query.prefix + "\U0010ffff"]
-    if query.after is not None:
-        last = db.query(f"SELECT {key} FROM runs WHERE taxon = ? AND seq = ?",
-                        (taxon_id, query.after))
-        if not last:
-            raise GoneCursor(f"run {query.after} is no longer in taxon {taxon_id}")
-        where.append(f"({key}, seq) {'<' if query.descending else '>'} (?, ?)")
-        params += [last[0][0], query.after]
-    direction = "DESC" if query.descending else "ASC"
-    rows = db.query(f"SELECT {COLUMNS} FROM runs WHERE {' AND '.join(where)} "
-                    f"ORDER BY {key} {direction}, seq {direction} LIMIT ?",
-                    [*params, query.limit + 1])
+    want = query.limit + 1
+    if query.after is None:
+        rows = select(db, where, params, key, query.descending, want)
+    else:
+        rows = after_cursor(db, where, params, key, query, taxon_id, want)
     more = len(rows) > query.limit
     rows = rows[:query.limit]
     cursor = str(rows[-1]["seq"]) if more and rows else ""
     return Page([run_json(row) for row in rows], cursor)
+
+
+def select(db: Database, where: list[str], params: list[Any], key: str, descending: bool,
+           limit: int) -> list[Any]:
+    direction = "DESC" if descending else "ASC"
+    order = f"{key} {direction}, seq {direction}" if key != "seq" else f"seq {direction}"
+    return db.query(f"SELECT {COLUMNS} FROM runs WHERE {' AND '.join(where)} "
+                    f"ORDER BY {order} LIMIT ?", [*params, limit])
+
+
+def after_cursor(db: Database, where: list[str], params: list[Any], key: str, query: Query,
+                 taxon_id: int, limit: int) -> list[Any]:
+    """The rows after the cursor's run, as two index ranges.
+
+    ``(key, seq) > (?, ?)`` would only range over ``key`` and then read every run sharing the
+    cursor's value (half a million "pending" runs); instead: the rest of the cursor's value
+    by ``seq``, then the values beyond it.
+    """
+    assert query.after is not None
+    beyond = "<" if query.descending else ">"
+    if key == "seq":
+        return select(db, [*where, f"seq {beyond} ?"], [*params, query.after], key,
+                      query.descending, limit)
+    last = db.query(f"SELECT {key} FROM runs WHERE taxon = ? AND seq = ?",
+                    (taxon_id, query.after))
+    if not last:
+        raise GoneCursor(f"run {query.after} is no longer in taxon {taxon_id}")
+    value = last[0][0]
+    same = select(db, [*where, f"{key} = ?", f"seq {beyond} ?"],
+                  [*params, value, query.after], key, query.descending, limit)
+    if len(same) >= limit:
+        return same
+    return same + select(db, [*where, f"{key} {beyond} ?"], [*params, value], key,
+                         query.descending, limit - len(same))
 
 
 def run_json(row: Any) -> dict[str, Any]:

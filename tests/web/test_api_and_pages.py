@@ -150,7 +150,7 @@ def test_the_taxon_page_shows_counts_reasons_estimate_history_and_log(site):
     log.parent.mkdir(parents=True)
     log.write_text("2026-11-23 started worker mf-562-0-abcdef\n")
     page = site.client.get("/taxa/562").get_data(as_text=True)
-    assert "a library layout (single or paired) the pipeline does not take" in page
+    assert "a library layout not in MICROFETCH_SELECT_LAYOUTS (e.g. single-end reads)" in page
     assert "1 workers, 0.50 GB to fetch" in page
     assert "started worker mf-562-0-abcdef" in page
     assert "cost_estimate set to" not in page  # an estimate reads as its text

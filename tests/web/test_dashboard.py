@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 
 import pytest
@@ -171,7 +172,7 @@ def test_a_sort_search_or_cursor_the_table_cannot_take_is_refused_with_the_reaso
 
 def test_a_cursor_naming_a_run_no_longer_in_the_taxon_is_404_and_says_to_start_again(site):
     add_runs(site, 562, 3)
-    answer = site.client.get("/api/taxa/562/runs?after=999999")
+    answer = site.client.get("/api/taxa/562/runs?sort=size&after=999999")
     assert answer.status_code == 404 and "first page" in answer.get_json()["error"]
 
 
@@ -184,10 +185,18 @@ def test_a_deep_page_is_an_index_range_not_an_offset_or_a_sort(site, sort):
     db.connection().set_trace_callback(captured.append)
     runs_page(db, 562, Query(sort=sort, descending=True, after=5))
     db.connection().set_trace_callback(None)
-    (sql,) = [s for s in captured if s.startswith("SELECT") and "LIMIT" in s]
-    plan = " ".join(str(tuple(row)) for row in db.query("EXPLAIN QUERY PLAN " + sql))
-    assert "OFFSET" not in sql
-    assert "TEMP B-TREE" not in plan and "USING" in plan, plan
+    pages = [s for s in captured if s.startswith("SELECT") and "LIMIT" in s]
+    assert pages
+    for sql in pages:
+        plan = " ".join(str(tuple(row)) for row in db.query("EXPLAIN QUERY PLAN " + sql))
+        assert "OFFSET" not in sql
+        assert "TEMP B-TREE" not in plan and "USING" in plan, plan
+        if sort != "order":  # each range bounds the sort key itself, not only the taxon
+            assert re.search(r"\(taxon=\? AND \w+[<>=]\?", plan), plan
+    if sort not in ("order", "accession"):  # (accession is unique: one run per value)
+        # Runs sharing the cursor's value are a range of seq, never a scan of them all.
+        plans = [str([tuple(r) for r in db.query("EXPLAIN QUERY PLAN " + sql)]) for sql in pages]
+        assert any(re.search(r"\w+=\? AND seq<\?", plan) for plan in plans), plans
 
 
 def test_every_exclusion_code_is_explained_in_words_on_the_page(site):
@@ -270,3 +279,18 @@ def test_times_read_relative_with_the_exact_time_on_hover(site):
     page = site.client.get("/taxa/562").get_data(as_text=True)
     exact = (utc_now() - timedelta(minutes=3, seconds=5)).strftime("%Y-%m-%d %H:%M")
     assert f'title="{exact}' in page and ">3 min ago</time>" in page
+
+
+def test_with_many_taxa_the_overview_lists_the_most_urgent_and_links_to_all(site):
+    from backend.registry import Taxon
+
+    with site.registry.transaction("test") as table:
+        for taxon in range(1000, 1150):
+            table[taxon] = Taxon(taxon, f"Species {taxon}")
+        table[1149].needs_attention = "disk full"
+    page = site.client.get("/").get_data(as_text=True)
+    rows = page.count("<tr data-taxon=")
+    assert rows == 100 and "The 100 most urgent of 151 taxa." in page
+    assert page.index('data-taxon="1149"') < page.index('data-taxon="562"')  # parked first
+    assert site.client.get("/?taxa=all").get_data(as_text=True).count("<tr data-taxon=") == 151
+    assert site.client.get("/?taxa=some").status_code == 400
