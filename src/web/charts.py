@@ -45,9 +45,10 @@ def bucketed(db: Database, taxa: list[int] | None, start: float, width: float,
 
 
 def most_fetched(db: Database, limit: int) -> list[int]:
+    """The taxa with the most runs collected (the lines the overview draws)."""
     return [taxon for (taxon,) in db.query(
-        "SELECT taxon FROM run_counts WHERE category = 'fetched' AND runs > 0 "
-        "ORDER BY runs DESC, taxon LIMIT ?", (limit,))]
+        "SELECT taxon FROM fetch_events GROUP BY taxon ORDER BY sum(runs) DESC, taxon "
+        "LIMIT ?", (limit,))]
 
 
 def cumulative(rows: list[tuple[int, int, int, int]], taxa: list[int], buckets: int

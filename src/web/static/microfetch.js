@@ -6,10 +6,12 @@ const microfetch = (() => {
   function size(value) {
     if (!value) return "0 B";
     for (const [unit, scale] of UNITS) {
-      if (Math.abs(value) >= scale) return `${(value / scale).toPrecision(3).replace(/\.?0+$/, "")} ${unit}`;
+      if (Math.abs(value) >= scale) return `${trim((value / scale).toPrecision(3))} ${unit}`;
     }
     return `${Math.round(value)} B`;
   }
+  // "1.50" → "1.5", "2.00" → "2", "100" stays "100" (only zeros after a decimal point go).
+  const trim = text => text.includes(".") ? text.replace(/0+$/, "").replace(/\.$/, "") : text;
   function duration(seconds) {
     if (seconds === null || seconds === undefined) return "unknown";
     seconds = Math.floor(seconds);
@@ -103,7 +105,7 @@ const microfetch = (() => {
     document.getElementById("attention-none").hidden = items.length > 0;
     for (const item of items) {
       const li = document.createElement("li");
-      li.append(item.reason + " ");
+      li.append(item.reason + ". ");
       const fix = document.createElement("span");
       fix.append("Clears it: ");
       const code = document.createElement("code");
@@ -145,16 +147,32 @@ const microfetch = (() => {
   const PALETTE = ["#000000", "#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e",
                    "#17becf", "#8c564b", "#e377c2", "#7f7f7f"];
   const DASHES = [[], [], [8, 4], [2, 3], [10, 3, 2, 3], [], [8, 4], [2, 3], [10, 3, 2, 3], []];
+  // Time ticks at the resolution the span needs, so that no two read the same.
+  const pad = n => String(n).padStart(2, "0");
+  function tick(seconds, span) {
+    const d = new Date(seconds * 1000);
+    const hm = `${pad(d.getUTCHours())}:${pad(d.getUTCMinutes())}`;
+    if (span < 3600) return `${hm}:${pad(d.getUTCSeconds())}`;
+    if (span < 2 * 86400) return hm;
+    return `${d.getUTCFullYear()}-${pad(d.getUTCMonth() + 1)}-${pad(d.getUTCDate())} ${hm}`;
+  }
+  const day = seconds => new Date(seconds * 1000).toISOString().slice(0, 10);
   function chart(container, data, kind, title) {
     const width = Math.min(960, Math.max(320, container.clientWidth || 760));
     const axis = kind === "runs" ? "runs fetched (cumulative)" : "data fetched (cumulative)";
+    const first = data.t[0], last = data.t.at(-1), span = last - first;
+    const days = day(first) === day(last) ? day(first) : `${day(first)} to ${day(last)}`;
     const opts = {
       title, width, height: 280,
       tzDate: ts => uPlot.tzDate(new Date(ts * 1e3), "Etc/UTC"),
       scales: {x: {time: true}, y: {range: (u, min, max) => [0, Math.max(1, max * 1.05)]}},
       axes: [
-        {label: "time (UTC)", labelSize: 20, stroke: "#222", grid: {stroke: "#eee"}},
+        {label: `time (UTC), ${days}`, labelSize: 20, stroke: "#222", grid: {stroke: "#eee"},
+         space: span < 2 * 86400 ? 70 : 130, values: (u, ticks) => ticks.map(v => tick(v, span))},
         {label: axis, labelSize: 20, size: 70, stroke: "#222", grid: {stroke: "#eee"},
+         // Whole runs only: no "2.5 runs" tick.
+         incrs: kind === "runs" ? [1, 2, 5, 10, 20, 50, 100, 200, 500, 1e3, 2e3, 5e3, 1e4, 2e4,
+                                   5e4, 1e5, 2e5, 5e5, 1e6, 2e6, 5e6, 1e7] : undefined,
          values: (u, ticks) => ticks.map(v => kind === "runs" ? number(v) : size(v))},
       ],
       series: [{label: "time (UTC)", value: "{YYYY}-{MM}-{DD} {HH}:{mm}"}].concat(
