@@ -123,9 +123,8 @@ def test_the_pages_scripts_run_under_the_csp_and_nothing_is_refused(browser, ser
             if "Content Security Policy" in message.text else None)
     page.goto(served + "/")
     site.registry.update(562, needs_attention="disk full")
-    # The dashboard's own (nonce-carrying) script refreshes the table from the API.
-    page.locator('tr[data-taxon="562"] td.attention', has_text="disk full").wait_for(
-        timeout=20_000)
+    # The dashboard's own (nonce-carrying) scripts refresh the overview from the API.
+    page.locator("#attention-list", has_text="disk full").wait_for(timeout=20_000)
     page.goto(served + "/taxa/562")
     page.close()
     assert refused == []
