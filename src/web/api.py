@@ -237,6 +237,8 @@ def get_runs(taxon: str) -> ResponseReturnValue:
     paths = server_paths(settings())
     for run in page.rows:
         run["last_error"] = redact(run["last_error"], paths)
+    shown = page.query
     return jsonify(schemas.RunsPage(
-        taxonomy_id=found[0], sort=query.sort, order="desc" if query.descending else "asc",
-        q=query.prefix, limit=query.limit, runs=page.rows, next=page.next_cursor).model_dump())
+        taxonomy_id=found[0], sort=shown.sort, order="desc" if shown.descending else "asc",
+        q=shown.prefix, limit=shown.limit, runs=page.rows, next=page.next_cursor,
+        note=page.note).model_dump())

@@ -196,7 +196,7 @@ def runs_table(taxon: str) -> ResponseReturnValue:
     except GoneCursor:
         abort(404)
     return render_template("runs.html", t=row, runs=shown_runs(page.rows, viewer_paths()),
-                           next_cursor=page.next_cursor, query=query)
+                           next_cursor=page.next_cursor, query=page.query, note=page.note)
 
 
 def csv_file(path: Path, name: str) -> ResponseReturnValue:

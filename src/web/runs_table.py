@@ -9,7 +9,7 @@ first use (``CREATE INDEX IF NOT EXISTS``), once per database per process.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from backend.store import Database
@@ -26,6 +26,9 @@ INDEXES = (
     # (taxon, accession) is already unique in the schema; its entries end with the rowid (seq).
 )
 PAGE_SIZES = (25, 50, 100, 200)
+#: Up to this many runs matching a search are sorted after a range scan of the accession
+#: index; beyond it the sort index is walked instead (see prefix_terms).
+SORTED_MATCHES = 5000
 MAX_PREFIX = 40
 COLUMNS = ("seq, accession, category, status, is_excluded, exclusion_reason, fastq_files, "
            "fastq_bytes, total_bytes, attempts, last_error, fetched_at, worker")
@@ -127,11 +130,18 @@ class GoneCursor(LookupError):
 class Page:
     rows: list[dict[str, Any]]
     next_cursor: str
+    query: Query = Query()   # what was shown: a search of too many runs is by accession
+    note: str = ""
 
 
 def runs_page(db: Database, taxon_id: int, query: Query) -> Page:
     """One page of a taxon's runs, and the cursor of the next page (empty on the last)."""
     ensure_indexes(db)
+    note = ""
+    if too_many_to_sort(db, taxon_id, query):
+        note = (f"More than {SORTED_MATCHES:,} runs start with {query.prefix}: they are shown "
+                f"by accession; a longer search can be sorted by {query.sort}.")
+        query = replace(query, sort="accession")
     key = SORTS[query.sort]
     where, params = ["taxon = ?"], [taxon_id]
     if query.prefix:
@@ -146,7 +156,23 @@ def runs_page(db: Database, taxon_id: int, query: Query) -> Page:
     more = len(rows) > query.limit
     rows = rows[:query.limit]
     cursor = str(rows[-1]["seq"]) if more and rows else ""
-    return Page([run_json(row) for row in rows], cursor)
+    return Page([run_json(row) for row in rows], cursor, query, note)
+
+
+def too_many_to_sort(db: Database, taxon_id: int, query: Query) -> bool:
+    """Whether more runs start with the searched prefix than a page may sort.
+
+    A rare prefix is a short range of the (taxon, accession) index, sorted afterwards. A
+    common one ("SRR1" in a million runs) would sort hundreds of thousands of rows, and
+    walking the sort index instead can read most of the taxon when the matches cluster (they
+    do: accessions follow the order ENA listed them). Such a search is shown by accession.
+    """
+    if not query.prefix or query.sort == "accession":
+        return False
+    found = db.query("SELECT count(*) FROM (SELECT 1 FROM runs WHERE taxon = ? AND "
+                     "accession >= ? AND accession < ? LIMIT ?)",
+                     (taxon_id, query.prefix, query.prefix + "\U0010ffff", SORTED_MATCHES + 1))
+    return bool(found[0][0] > SORTED_MATCHES)
 
 
 def select(db: Database, where: list[str], params: list[Any], key: str, descending: bool,

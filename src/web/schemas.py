@@ -247,12 +247,14 @@ class RunsPage(ResponseBody):
     """``GET /api/taxa/{taxon}/runs``: one page; pass ``next`` as ``after`` for the next."""
 
     taxonomy_id: int
-    sort: str
+    sort: str = Field(description="the sort shown (see `note` when it is not the one asked)")
     order: Literal["asc", "desc"]
     q: str
     limit: int
     runs: list[RunRow]
     next: str = Field(description="the cursor of the next page; empty on the last page")
+    note: str = Field(description="why the page is not sorted as asked (a search matching "
+                                  "too many runs is sorted by accession); usually empty")
 
 
 class FetchedLine(ResponseBody):

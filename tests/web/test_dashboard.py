@@ -294,3 +294,19 @@ def test_with_many_taxa_the_overview_lists_the_most_urgent_and_links_to_all(site
     assert page.index('data-taxon="1149"') < page.index('data-taxon="562"')  # parked first
     assert site.client.get("/?taxa=all").get_data(as_text=True).count("<tr data-taxon=") == 151
     assert site.client.get("/?taxa=some").status_code == 400
+
+
+def test_a_search_matching_more_runs_than_a_page_may_sort_is_shown_by_accession_and_says_so(
+        site, monkeypatch):
+    monkeypatch.setattr("web.runs_table.SORTED_MATCHES", 20)
+    add_runs(site, 562, 60)
+    broad = site.client.get("/api/taxa/562/runs?q=SRR0562&sort=size&order=desc").get_json()
+    assert broad["sort"] == "accession" and "More than 20 runs start with SRR0562" in broad["note"]
+    accessions = [r["accession"] for r in broad["runs"]]
+    assert accessions == sorted(accessions, reverse=True)  # still in the order asked
+    narrow = site.client.get("/api/taxa/562/runs?q=SRR05620000&sort=size&order=desc").get_json()
+    assert narrow["sort"] == "size" and narrow["note"] == ""
+    assert [r["bytes"] for r in narrow["runs"]] == sorted((r["bytes"] for r in narrow["runs"]),
+                                                          reverse=True)
+    page = site.client.get("/taxa/562/runs?q=SRR0562&sort=size").get_data(as_text=True)
+    assert "they are shown by accession" in page
