@@ -113,7 +113,8 @@ def main() -> int:
         paths = ["/", f"/taxa/{BIG}", f"/taxa/{BIG}/runs?sort=size&order=desc",
                  f"/taxa/{BIG}/runs?sort=size&order=desc&after={deep}",
                  f"/api/taxa/{BIG}/runs?sort=fetched&order=desc&after={deep}",
-                 f"/taxa/{BIG}/runs?q=SRR1099", "/api/taxa", "/api/overview", "/api/fetched",
+                 f"/taxa/{BIG}/runs?q=SRR1099&sort=size", f"/taxa/{BIG}/runs?q=SRR1&sort=size",
+                 "/api/taxa", "/api/overview", "/api/fetched",
                  "/metrics"]
         print(f"{'request':60} {'first ms':>9} {'median ms':>10}")
         worst = 0.0

@@ -50,9 +50,11 @@ const microfetch = (() => {
     if (content instanceof Node) td.append(content); else td.textContent = content;
     return td;
   }
+  // Behind a proxy the site may live under a prefix (X-Forwarded-Prefix): links keep it.
+  const root = () => document.body.dataset.root || "";
   function link(href, text) {
     const a = document.createElement("a");
-    a.href = href;
+    a.href = root() + href;
     a.textContent = text;
     return a;
   }
@@ -117,7 +119,7 @@ const microfetch = (() => {
         const form = document.createElement("form");
         form.method = "post";
         form.className = "inline";
-        form.action = `/taxa/${item.taxonomy_id}/action`;
+        form.action = `${root()}/taxa/${item.taxonomy_id}/action`;
         for (const [name, value] of [["csrf", list.dataset.csrf], ["action", item.action]]) {
           const input = document.createElement("input");
           input.type = "hidden"; input.name = name; input.value = value;
