@@ -38,6 +38,13 @@ def duration(seconds: int | float | None) -> str:
     return f"{hours} h {minutes} min" if hours else f"{minutes} min"
 
 
+def eta(seconds: int | None) -> str:
+    """Time left: ``nothing left``, a duration, or ``unknown`` when nothing moved lately."""
+    if seconds is None:
+        return "unknown: nothing fetched in the last hour"
+    return "nothing left" if seconds == 0 else duration(seconds)
+
+
 def ago(moment: datetime, now: datetime) -> str:
     seconds = int((now - moment).total_seconds())
     if seconds < 0:
@@ -65,4 +72,4 @@ def money(value: float | None) -> str:
 
 def install(app: Flask) -> None:
     """Register the filters on the app's templates."""
-    app.jinja_env.filters.update(size=size, duration=duration, when=when, money=money)
+    app.jinja_env.filters.update(size=size, duration=duration, eta=eta, when=when, money=money)

@@ -1,4 +1,5 @@
-"""The pages: dashboard, taxon page, and the admin forms (session + CSRF)."""
+"""The pages: the overview, a taxon's page, its runs, its exports (read-only), and the admin
+forms (session + CSRF)."""
 
 from __future__ import annotations
 

@@ -217,10 +217,10 @@ def change_text(entry: dict[str, Any]) -> str:
     field, old, new = entry["field"], entry.get("old"), entry.get("new")
     if field == "row":
         return "added to the registry" if new else "removed from the registry"
+    if field == "needs_attention":
+        return f"parked: {new}" if new else "released (needs_attention cleared)"
     if isinstance(new, dict):
         return str(new.get("text") or ", ".join(f"{k} {v}" for k, v in sorted(new.items())))
-    if old in (None, "") and field not in ("needs_attention",):
+    if old in (None, ""):
         return f"{field} set to {new!s}" if new not in (None, "") else f"{field} noted"
-    if field == "needs_attention" and not new:
-        return "released (needs_attention cleared)"
     return f"{field}: {old!s} → {new!s}"

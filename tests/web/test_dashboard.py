@@ -60,6 +60,12 @@ def test_with_nothing_fetched_in_the_last_hour_the_eta_is_unknown_not_zero(site)
     assert o["eta_seconds"] is None and o["taxa_eta"][0]["eta_seconds"] is None
     page = site.client.get("/").get_data(as_text=True)
     assert "no progress in the last hour" in page
+    assert "unknown: nothing fetched in the last hour" in page
+    with AccessionList.of(site.settings, 562).edit() as runs:
+        for run in runs.values():
+            run.status = RunStatus.FETCHED
+    assert site.client.get("/api/overview").get_json()["eta_seconds"] == 0
+    assert ">nothing left</dd>" in site.client.get("/").get_data(as_text=True)
 
 
 def test_a_live_worker_shows_its_progress_age_and_cost_from_the_last_estimate(site):
@@ -214,7 +220,7 @@ def test_the_history_shows_admin_actions_and_the_interface_that_made_them(site):
     site.registry.update(562, "alice", needs_attention="look at the disk")
     page = site.client.get("/taxa/562").get_data(as_text=True)
     assert "priority: 0 → 7" in page and "web page or API" in page
-    assert "needs_attention:  → look at the disk" in page
+    assert "parked: look at the disk" in page
     assert "command line or script (user alice)" in page
 
 

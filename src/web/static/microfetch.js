@@ -28,7 +28,9 @@ const microfetch = (() => {
   }
   const money = value => value === null || value === undefined ? "–" : "$" + value.toFixed(2);
   const number = value => (value ?? 0).toLocaleString("en");
-  const FORMATS = {size, duration, money, number, text: v => v ?? ""};
+  const eta = s => s === null || s === undefined ? "unknown: nothing fetched in the last hour"
+    : s === 0 ? "nothing left" : duration(s);
+  const FORMATS = {size, duration, eta, money, number, text: v => v ?? ""};
 
   function timeElement(iso, never = "never") {
     if (!iso) return document.createTextNode(never);
