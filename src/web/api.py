@@ -184,7 +184,7 @@ def retry(taxon: str) -> ResponseReturnValue:
 @bp.get("/overview")
 def get_overview() -> ResponseReturnValue:
     paths = server_paths(settings())
-    states = [redact_state(state, paths) for state in all_states(settings())]
+    states = [redact_state(state, paths) for state in all_states(settings(), run_errors=False)]
     answer = overview(settings(), states, utc_now())
     for worker in answer["workers"]:
         worker["last_error"] = redact(worker["last_error"], paths)

@@ -108,7 +108,7 @@ def history_shown(changes: list[dict[str, Any]], paths: list[tuple[str, str]]
 @bp.get("/")
 def dashboard() -> ResponseReturnValue:
     paths = viewer_paths()
-    states = [redact_state(state, paths) for state in all_states(settings())]
+    states = [redact_state(state, paths) for state in all_states(settings(), run_errors=False)]
     view = overview(settings(), states, utc_now())
     for worker in view["workers"]:
         worker["last_error"] = redact(worker["last_error"], paths)
