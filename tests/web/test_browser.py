@@ -121,11 +121,18 @@ def test_the_pages_scripts_run_under_the_csp_and_nothing_is_refused(browser, ser
     refused: list[str] = []
     page.on("console", lambda message: refused.append(message.text)
             if "Content Security Policy" in message.text else None)
+    from backend.store import database_of
+
+    with database_of(site.settings).write() as con:  # two collections: the charts draw lines
+        con.executemany("INSERT INTO fetch_events (taxon, at, runs, bytes) VALUES (562, ?, 1, 9)",
+                        [("2026-11-23T10:00:00Z",), ("2026-11-23T11:00:00Z",)])
     page.goto(served + "/")
+    page.wait_for_selector("#charts .uplot canvas")  # uPlot, a file of this site, ran
     site.registry.update(562, needs_attention="disk full")
     # The dashboard's own (nonce-carrying) scripts refresh the overview from the API.
     page.locator("#attention-list", has_text="disk full").wait_for(timeout=20_000)
     page.goto(served + "/taxa/562")
+    page.wait_for_selector("#charts .uplot canvas")
     page.close()
     assert refused == []
 
