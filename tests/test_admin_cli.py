@@ -142,3 +142,14 @@ def test_a_registry_path_that_cannot_be_read_is_a_usage_error_naming_it(run_cli,
     assert f"cannot read the registry {target}" in result.stderr
     assert "MICROFETCH_CSV" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_the_history_says_which_interface_made_an_admin_change(run_cli, two_taxa):
+    assert run_cli("priority", "562", "7").returncode == 0
+    assert run_cli("attention", "set", "562", "--reason", "disk  full").returncode == 0
+    history = json.loads(run_cli("history", "562", "--json").stdout)
+    changes = [(h["field"], h["new"], h["actor"].split(":")[0]) for h in history
+               if h["field"] in ("priority", "needs_attention")]
+    assert changes == [("priority", "7", "cli"), ("needs_attention", "disk full", "cli")]
+    text = run_cli("history", "562").stdout
+    assert "needs_attention:  -> disk full  (cli:" in text

@@ -149,3 +149,18 @@ def test_history_of_a_write_that_reached_the_file_is_kept(registry):
     registry.update(562, "test", priority=8)
     actors = [h["actor"] for h in registry.history(562)]
     assert "crashed" in actors and actors[-1] == "test"
+
+
+def test_records_of_workers_destroyed_a_week_ago_are_pruned_and_live_ones_kept(tmp_path):
+    from datetime import timedelta
+
+    from backend.workers import WorkerStore
+
+    store = WorkerStore(open_database(tmp_path / "db.sqlite"))
+    for n, phase in enumerate((Phase.DESTROYED, Phase.RUNNING)):
+        store.save(WorkerRecord(name=f"mf-562-{n}-abcdef", backend="local", taxon_id=562,
+                                chunk=n, runs=[], bytes=0, token_sha256="", phase=phase,
+                                created_at=utc_now()))
+    assert store.prune(timedelta(days=7)) == 0  # destroyed just now: kept for the pages
+    assert store.prune(timedelta(days=7), utc_now() + timedelta(days=8)) == 1
+    assert [r.name for r in store.all()] == ["mf-562-1-abcdef"]

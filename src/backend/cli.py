@@ -14,9 +14,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from backend import __version__
+from backend.admin import Admin, Interface, actor
 from backend.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, MicrofetchError, UsageError
 from backend.preflight import preflight
-from backend.registry import Registry, Taxon, parse_taxon_id
+from backend.registry import Registry, Taxon, default_actor, parse_taxon_id
 from backend.settings import Settings, load_settings
 from backend.store import database_of
 from backend.timeutil import relative, utc_now
@@ -139,39 +140,31 @@ def _clip(text: str, width: int) -> str:
 # admin ------------------------------------------------------------------------------------
 
 
+def _admin(settings: Settings) -> Admin:
+    """Admin actions as the person at this terminal, through the CLI."""
+    _registry(settings)
+    return Admin(settings, actor(Interface.CLI, default_actor()))
+
+
 def cmd_attention(args: argparse.Namespace, settings: Settings) -> int:
-    registry = _registry(settings)
+    admin = _admin(settings)
     if args.action == "set":
-        reason = args.reason.strip()
-        if not reason:
-            raise UsageError(
-                "--reason is empty; say why the taxon is parked, e.g. --reason 'disk full'"
-            )
-        registry.update(args.id, needs_attention=reason)
-        print(f"taxon {args.id} parked: {reason}")
+        admin.park(args.id, args.reason)
+        print(f"taxon {args.id} parked: {' '.join(args.reason.split())}")
     else:
-        row = registry.get(args.id)
-        registry.update(args.id, needs_attention="")
-        was = f" (was: {row.needs_attention})" if row.needs_attention else " (it was not parked)"
-        print(f"taxon {args.id} released{was}")
+        was = admin.clear(args.id)
+        print(f"taxon {args.id} released" + (f" (was: {was})" if was else " (it was not parked)"))
     return EXIT_OK
 
 
 def cmd_priority(args: argparse.Namespace, settings: Settings) -> int:
-    registry = _registry(settings)
-    old = registry.get(args.id).priority
-    registry.update(args.id, priority=args.priority)
+    old = _admin(settings).set_priority(args.id, args.priority)
     print(f"taxon {args.id} priority {old} -> {args.priority}")
     return EXIT_OK
 
 
 def cmd_remove_taxa(args: argparse.Namespace, settings: Settings) -> int:
-    registry = _registry(settings)
-    with registry.transaction() as table:
-        for taxon_id in args.ids:
-            table.row(taxon_id)  # every id must exist before anything is removed
-        for taxon_id in args.ids:
-            del table[taxon_id]
+    _admin(settings).remove(args.ids)
     for taxon_id in args.ids:
         print(f"removed {taxon_id} from the registry")
     print(f"files under {settings.data_dir} were kept (metadata, accession lists, genomes)")

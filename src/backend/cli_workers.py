@@ -42,10 +42,9 @@ def cmd_collect(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_retry(args: argparse.Namespace, settings: Settings) -> int:
-    from backend.collect import retry_runs
+    from backend.admin import Admin, Interface, actor
 
-    count = retry_runs(settings, args.id)
-    export_taxon(settings, args.id)
+    count = Admin(settings, actor(Interface.CLI, default_actor())).retry(args.id)
     print(f"{count} runs of taxon {args.id} are pending again")
     return EXIT_OK
 
@@ -76,6 +75,7 @@ def cmd_workers_list(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_workers_destroy(args: argparse.Namespace, settings: Settings) -> int:
     """Destroy one worker now; its unfetched runs go back to pending."""
+    from backend.attempts import Cause
     from backend.compute import make_backend
     from backend.reconcile import close_record
 
@@ -85,7 +85,7 @@ def cmd_workers_destroy(args: argparse.Namespace, settings: Settings) -> int:
         raise UsageError(f"no worker named {args.name}; `microfetch workers` lists them")
     make_backend(settings).destroy(record)
     close_record(settings, store, Registry.from_settings(settings), record,
-                 f"destroyed by hand ({default_actor()})")
+                 f"destroyed by hand ({default_actor()})", Cause.BY_HAND)
     print(f"destroyed {args.name}; its unfetched runs are pending again")
     return EXIT_OK
 

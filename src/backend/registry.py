@@ -7,6 +7,7 @@ file atomically and appends one history line per changed field.
 
 from __future__ import annotations
 
+import copy
 import csv
 import getpass
 import hashlib
@@ -214,6 +215,18 @@ class Table(dict[int, Taxon]):
         return self[taxon_id]
 
 
+@dataclass(frozen=True)
+class _Parsed:
+    key: tuple[int, ...]
+    rows: list[Taxon]
+    texts: dict[int, dict[str, str]]
+    outdated: bool
+
+
+#: The last parse of each registry file (see :meth:`Registry._parsed`).
+_PARSED: dict[str, _Parsed] = {}
+
+
 class Registry:
     """Reads and changes ``microfetch.csv`` under the lock discipline of :mod:`statefile`.
 
@@ -239,13 +252,35 @@ class Registry:
 
     def load(self) -> list[Taxon]:
         """Every row, in file order; an empty list when the file does not exist yet."""
-        return self._read()[0]
+        return [copy.copy(row) for row in self._parsed().rows]
+
+    def count(self) -> int:
+        """How many taxa (``/healthz`` asks often: the file is parsed only when it changed)."""
+        return len(self._parsed().rows)
 
     def get(self, taxon_id: int) -> Taxon:
         for row in self.load():
             if row.taxonomy_id == taxon_id:
                 return row
         raise UnknownTaxonError(taxon_id, self.path)
+
+    def _parsed(self) -> _Parsed:
+        """The file's rows and their text forms, parsed once per version of the file.
+
+        A version is its (mtime, size, inode): every write is a rename, so a new inode. The
+        rows handed out are copies (their fields are immutable), so callers may change them.
+        """
+        try:
+            stat = self.path.stat()
+        except FileNotFoundError:
+            return _Parsed((), [], {}, True)
+        key = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
+        cached = _PARSED.get(str(self.path))
+        if cached is None or cached.key != key:
+            rows, outdated = self._read()
+            cached = _Parsed(key, rows, {r.taxonomy_id: r.to_text() for r in rows}, outdated)
+            _PARSED[str(self.path)] = cached
+        return cached
 
     def _read(self) -> tuple[list[Taxon], bool]:
         """Rows and whether the header lacks columns (an older file)."""
@@ -316,8 +351,9 @@ class Registry:
         Returns True when the file was created (callers tell the person which file it is).
         """
         if self.path.exists() and (self.path.is_dir() or self.path.stat().st_size > 0):
-            rows, outdated = self._read()
-            if not outdated:
+            with self._open() as handle:  # the header alone says whether columns are missing
+                header = next(csv.reader(handle), None)
+            if header is not None and tuple(name.strip() for name in header) == COLUMNS:
                 return False
         try:
             with locked(self.path):
@@ -337,13 +373,15 @@ class Registry:
         """
         with locked(self.path):
             self._repair_history()
-            rows, outdated = self._read()
-            before = {row.taxonomy_id: row.to_text() for row in rows}
-            table = Table(rows, self.path)
+            parsed = self._parsed()
+            originals = {row.taxonomy_id: row for row in parsed.rows}
+            before = parsed.texts
+            table = Table([copy.copy(row) for row in parsed.rows], self.path)
             yield table
-            after = {taxon_id: _checked(row).to_text() for taxon_id, row in table.items()}
+            after = {taxon_id: before[taxon_id] if row == originals.get(taxon_id)
+                     else _checked(row).to_text() for taxon_id, row in table.items()}
             changes = _diff(before, after)
-            if not (changes or outdated):
+            if not (changes or parsed.outdated):
                 return
             text = render_csv(COLUMNS, [[values[c] for c in COLUMNS] for values in
                                         after.values()])

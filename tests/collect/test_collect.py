@@ -6,9 +6,12 @@ import csv
 import hashlib
 import subprocess
 import sys
+from datetime import timedelta
 
 from backend.accessions import RunStatus
+from backend.attempts import another_round
 from backend.collect import Collector, retry_runs
+from backend.reconcile import reconcile
 from backend.registry import Stage, Status
 from backend.workers import Phase
 
@@ -147,3 +150,67 @@ def test_the_workers_command_lists_live_workers(lab, run_cli, tmp_path):
                                                      "age", "state"]
     assert result.stdout.splitlines()[1].split()[:4] == [record.name, "562", "local",
                                                         "127.0.0.1"]
+
+
+def test_a_done_json_that_is_not_json_holds_the_worker_with_the_reason(lab):
+    contents = lab.add_runs("ERR0000001")
+    record = lab.finished_worker(contents)
+    (lab.backend.folder(record) / "out" / "DONE.json").write_text("{not json")
+
+    report = Collector(lab.settings, lab.backend, lab.registry, lab.store).collect()
+
+    assert report.held == [record.name]
+    assert lab.store.get(record.name).phase is Phase.HELD
+    reason = lab.registry.get(TAXON).needs_attention
+    assert "DONE.json is not JSON" in reason and f"workers destroy {record.name}" in reason
+    assert lab.accessions.load()["ERR0000001"].status is RunStatus.ASSIGNED
+
+
+def test_a_worker_stuck_starting_past_its_deadline_is_flagged_with_what_to_do(lab):
+    contents = lab.add_runs("ERR0000001")
+    record = lab.finished_worker(contents)
+    (lab.backend.folder(record) / "out" / "DONE.json").unlink()
+    with lab.store.edit(record.name) as current:
+        current.phase = Phase.STARTING
+    since = lab.store.get(record.name).phase_since
+
+    early = reconcile(lab.settings, lab.backend, lab.store, lab.registry,
+                      since + timedelta(minutes=29))
+    report = reconcile(lab.settings, lab.backend, lab.store, lab.registry,
+                       since + timedelta(minutes=31))
+
+    assert early.flagged == [] and report.flagged == [record.name]
+    reason = lab.registry.get(TAXON).needs_attention
+    assert f"worker {record.name} has been starting since" in reason
+    assert "MICROFETCH_START_DEADLINE_MINUTES" in reason
+
+
+def test_a_file_wrong_at_ena_gets_a_bounded_number_of_rounds_then_stays_excluded(lab):
+    settings = lab.settings.with_overrides(max_attempts=2, retry_failed_rounds=1)
+    collector = Collector(settings, lab.backend, lab.registry, lab.store)
+    contents = lab.add_runs("ERR0000001")
+    chunk = iter(range(100))
+
+    def fail_until_given_up() -> None:
+        for _ in range(settings.max_attempts):
+            lab.finished_worker(contents, chunk=next(chunk), failed=("ERR0000001",))
+            collector.collect()
+        run = lab.accessions.load()["ERR0000001"]
+        assert run.exclusion_code == "failed_attempts" and run.given_up_at is not None
+
+    fail_until_given_up()
+    given_up = lab.accessions.load()["ERR0000001"].given_up_at
+    db, after = lab.accessions.db, timedelta(hours=settings.retry_failed_after_hours)
+    assert another_round(db, TAXON, given_up + after - timedelta(minutes=1), after, 1) == 0
+    assert another_round(db, TAXON, given_up + after, after, 1) == 1  # after its cool-off
+    run = lab.accessions.load()["ERR0000001"]
+    assert (run.status, run.attempts, run.rounds, run.excluded) == (RunStatus.PENDING, 0, 1,
+                                                                    False)
+    assert run.last_error.startswith("another round after a cool-off; before: failed_attempts")
+
+    fail_until_given_up()  # still wrong at ENA
+    later = lab.accessions.load()["ERR0000001"].given_up_at + 10 * after
+    assert another_round(db, TAXON, later, after, 1) == 0  # its rounds are used up
+    run = lab.accessions.load()["ERR0000001"]
+    assert run.excluded and run.exclusion_reason.startswith("failed_attempts: 2 attempts failed")
+    assert run.attempts == 2  # content failures count; the round gave fresh attempts once
