@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from flask import Blueprint, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
@@ -181,13 +181,20 @@ def retry(taxon: str) -> ResponseReturnValue:
     return _admin_change(path_id(taxon), change)
 
 
+def hide_paths(answer: dict[str, Any], paths: list[tuple[str, str]]) -> None:
+    """The overview's free-text errors without server paths (for anonymous eyes)."""
+    for item in [*answer["workers"], *answer["ena"]["services"].values()]:
+        item["last_error"] = redact(item["last_error"], paths)
+    for circuit in answer["ena"]["services"].values():
+        circuit["summary"] = redact(circuit["summary"], paths)
+
+
 @bp.get("/overview")
 def get_overview() -> ResponseReturnValue:
     paths = server_paths(settings())
     states = [redact_state(state, paths) for state in all_states(settings(), run_errors=False)]
     answer = overview(settings(), states, utc_now())
-    for worker in answer["workers"]:
-        worker["last_error"] = redact(worker["last_error"], paths)
+    hide_paths(answer, paths)
     return jsonify(schemas.Overview.model_validate(answer).model_dump())
 
 

@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from backend.accessions import CATEGORIES
+from backend.circuit import circuit_status
 from backend.settings import Settings
 from backend.store import Database, database_of
 from backend.timeutil import format_time
@@ -149,23 +150,21 @@ def worker_row(db: Database, record: WorkerRecord, now: datetime,
             "cost_so_far": cost, "last_error": record.last_error}
 
 
-def ena_circuit(settings: Settings) -> dict[str, Any] | None:
-    """The ENA health circuit (open/closed, since when, why), once the backend keeps one.
-
-    Another change adds the circuit to the backend; wire its state here and it appears on the
-    overview (``ena.circuit``). Until then there is none to show.
-    """
-    return None
+def services(settings: Settings, now: datetime) -> dict[str, dict[str, Any]]:
+    """The outside services' circuits (ENA's portal, the file host), as the backend keeps them."""
+    return circuit_status(settings, now)
 
 
-def ena_health(settings: Settings, states: list[dict[str, Any]]) -> dict[str, Any]:
-    """ENA as the last checks saw it: the taxa whose last pass ended in an error or warning."""
+def ena_health(settings: Settings, states: list[dict[str, Any]], now: datetime
+               ) -> dict[str, Any]:
+    """ENA as the daemon sees it: each service's circuit, and the taxa whose last pass ended
+    in an error or a warning."""
     problems = [{"taxonomy_id": s["taxonomy_id"], "scientific_name": s["scientific_name"],
                  "status": s["state"], "problem": s["last_error"] or s["needs_attention"],
                  "last_checked": s["last_checked"]}
                 for s in states if s["state"] in ("error", "warning")]
     checked = [s["last_checked"] for s in states if s["last_checked"]]
-    return {"circuit": ena_circuit(settings), "last_check": max(checked, default=""),
+    return {"services": services(settings, now), "last_check": max(checked, default=""),
             "problems": problems[:ETA_ROWS], "problem_count": len(problems)}
 
 
@@ -208,9 +207,16 @@ def taxon_attention(state: dict[str, Any]) -> list[Attention]:
 
 
 def attention(states: list[dict[str, Any]], live: list[WorkerRecord],
-              money: dict[str, Any]) -> list[dict[str, Any]]:
+              money: dict[str, Any], outside: dict[str, dict[str, Any]]
+              ) -> list[dict[str, Any]]:
     """What needs a person, most urgent first, each with the reason and what clears it."""
     found = [item for state in states for item in taxon_attention(state)]
+    for circuit in outside.values():
+        if circuit["state"] != "closed":
+            # An outage is waited out, not fixed: say so, so nobody restarts the daemon.
+            found.append(Attention(1, None, f"{circuit['summary']}: work that needs it waits",
+                                   "nothing to run: it is tried again by itself "
+                                   "(microfetch serve keeps going)"))
     for record in live:
         if record.phase == Phase.HELD:
             found.append(Attention(2, record.taxon_id, f"worker {record.name} is held: its "
@@ -239,6 +245,7 @@ def overview(settings: Settings, states: list[dict[str, Any]], now: datetime
     prices: dict[int, float | None] = {}
     money = spend(db, settings, now)
     names = {s["taxonomy_id"]: s["scientific_name"] for s in states}
+    ena = ena_health(settings, states, now)
     return {
         "now": format_time(now),
         "totals": all_totals,
@@ -250,6 +257,6 @@ def overview(settings: Settings, states: list[dict[str, Any]], now: datetime
         "taxa_eta": etas(db, names, recent),
         "workers": [worker_row(db, r, now, prices) for r in live],
         "spend": money,
-        "ena": ena_health(settings, states),
-        "attention": attention(states, live, money),
+        "ena": ena,
+        "attention": attention(states, live, money, ena["services"]),
     }

@@ -34,7 +34,7 @@ from backend.store import database_of
 from backend.timeutil import utc_now
 from backend.workers import WorkerStore
 from web import schemas
-from web.api import lookup, parse_id, problems_of
+from web.api import hide_paths, lookup, parse_id, problems_of
 from web.auth import DISABLED, admin_token, csrf_token, page_admin_problem, token_matches
 from web.openapi import document
 from web.overview import last_cost_estimate, overview, worker_row
@@ -110,8 +110,7 @@ def dashboard() -> ResponseReturnValue:
     paths = viewer_paths()
     states = [redact_state(state, paths) for state in all_states(settings(), run_errors=False)]
     view = overview(settings(), states, utc_now())
-    for worker in view["workers"]:
-        worker["last_error"] = redact(worker["last_error"], paths)
+    hide_paths(view, paths)
     every = request.args.get("taxa")
     if every not in (None, "all"):
         raise BadForm("taxa must be `all` or left out")

@@ -187,6 +187,18 @@ class Spend(ResponseBody):
     percent: float
 
 
+class ServiceHealth(ResponseBody):
+    """An outside service's circuit: closed (fine), open (paused) or half-open (one probe)."""
+
+    state: Literal["closed", "open", "half-open"]
+    since: Time
+    failures: int
+    next_try: Time
+    last_error: str
+    paused: bool
+    summary: str
+
+
 class EnaProblem(ResponseBody):
     taxonomy_id: int
     scientific_name: str
@@ -196,8 +208,8 @@ class EnaProblem(ResponseBody):
 
 
 class EnaHealth(ResponseBody):
-    circuit: dict[str, Any] | None = Field(
-        description="the ENA health circuit's state once the backend keeps one; null until then")
+    services: dict[str, ServiceHealth] = Field(
+        description="ENA's portal (`ena`) and the file host (`file_host`), as on /healthz")
     last_check: Time
     problems: list[EnaProblem]
     problem_count: int
@@ -283,18 +295,6 @@ class PrioritySet(ResponseBody):
 class Retried(ResponseBody):
     taxonomy_id: int
     pending_again: int = Field(ge=0)
-
-
-class ServiceHealth(ResponseBody):
-    """An outside service's circuit: closed (fine), open (paused) or half-open (one probe)."""
-
-    state: Literal["closed", "open", "half-open"]
-    since: Time
-    failures: int
-    next_try: Time
-    last_error: str
-    paused: bool
-    summary: str
 
 
 class Health(ResponseBody):

@@ -117,14 +117,29 @@ def test_what_needs_attention_comes_most_urgent_first_with_what_clears_it(site):
                                "disk full at home"}
 
 
-def test_the_ena_health_section_lists_taxa_whose_last_check_failed_and_keeps_a_circuit_place(
-        site):
+def test_the_ena_health_section_lists_taxa_whose_last_check_failed(site):
     site.registry.update(562, last_run_status=Status.ERROR, last_checked=utc_now())
     ena = site.client.get("/api/overview").get_json()["ena"]
-    assert ena["circuit"] is None and ena["problem_count"] == 1
+    assert ena["services"]["ena"]["state"] == "closed" and ena["problem_count"] == 1
     assert ena["problems"][0]["taxonomy_id"] == 562
     page = site.client.get("/").get_data(as_text=True)
-    assert 'id="ena-circuit"' in page and "No ENA health circuit reported yet" in page
+    assert '<tr data-service="ena">' in page and "ENA&#39;s portal is reachable" in page
+
+
+def test_an_ena_outage_is_shown_first_as_waited_out_without_server_paths(site):
+    from backend.circuit import ena_failed
+
+    ena_failed(site.settings, f"503 from ENA; see {site.settings.data_dir}/x.log",
+               utc_now() - timedelta(minutes=4))
+    o = site.client.get("/api/overview").get_json()
+    ena = o["ena"]["services"]["ena"]
+    assert ena["state"] == "open"
+    assert ena["last_error"] == "503 from ENA; see $MICROFETCH_DATA_DIR/x.log"
+    first = o["attention"][0]
+    assert first["reason"].startswith("ENA's portal unreachable since")
+    assert "tried again by itself" in first["command"]
+    page = site.client.get("/").get_data(as_text=True)
+    assert str(site.settings.data_dir) not in page and ">4 min ago</time>" in page
 
 
 def page_through(site, taxon: int, **params) -> list[dict]:
