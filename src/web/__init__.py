@@ -24,7 +24,9 @@ def create_app(settings: Settings | None = None, *, daemon: DaemonStatus | None 
     app.config["MICROFETCH_ON_CALLBACK"] = on_callback or (lambda name: None)
     secure(app, behind_proxy=settings.behind_proxy)
 
-    from web import api, callbacks, health, pages
+    from web import api, callbacks, display, health, pages
+
+    display.install(app)
 
     for blueprint in (callbacks.bp, health.bp, api.bp, pages.bp):
         app.register_blueprint(blueprint)

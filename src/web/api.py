@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from flask import Blueprint, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
@@ -18,11 +18,16 @@ from backend.add_taxa import Outcome, add_taxa, summary
 from backend.errors import UnknownTaxonError
 from backend.registry import MAX_TAXON_ID, Registry
 from backend.settings import Settings
+from backend.store import database_of
+from backend.timeutil import utc_now
 from backend.workers import WorkerStore
 from web import schemas
 from web.auth import api_admin
-from web.security import redact_state, server_paths
-from web.views_data import all_states, taxon_state
+from web.charts import fetched_series
+from web.overview import overview
+from web.runs_table import BadQuery, GoneCursor, Query, parse_query, runs_page
+from web.security import redact, redact_state, server_paths
+from web.views_data import all_states, registry_row, registry_rows, taxon_state
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 Model = TypeVar("Model", bound=BaseModel)
@@ -103,12 +108,11 @@ def list_taxa() -> ResponseReturnValue:
 @bp.get("/taxa/<taxon>")
 def get_taxon(taxon: str) -> ResponseReturnValue:
     taxon_id = path_id(taxon)
-    registry = Registry.from_settings(settings())
     try:
-        row = registry.get(taxon_id)
+        row = registry_row(settings(), taxon_id)
     except UnknownTaxonError:
         return not_in_registry(taxon_id)
-    history = registry.history(taxon_id, limit=1)
+    history = Registry.from_settings(settings()).history(taxon_id, limit=1)
     state = taxon_state(settings(), row, history[-1]["time"] if history else "",
                         WorkerStore.of(settings()).live())
     return jsonify(redact_state(state, server_paths(settings())))
@@ -175,3 +179,73 @@ def retry(taxon: str) -> ResponseReturnValue:
                                pending_again=retry_runs(settings(), taxon_id, "web:admin"))
 
     return _admin_change(path_id(taxon), change)
+
+
+def hide_paths(answer: dict[str, Any], paths: list[tuple[str, str]]) -> None:
+    """The overview's free-text errors without server paths (for anonymous eyes)."""
+    for item in [*answer["workers"], *answer["ena"]["services"].values()]:
+        item["last_error"] = redact(item["last_error"], paths)
+    for circuit in answer["ena"]["services"].values():
+        circuit["summary"] = redact(circuit["summary"], paths)
+
+
+@bp.get("/overview")
+def get_overview() -> ResponseReturnValue:
+    paths = server_paths(settings())
+    states = [redact_state(state, paths) for state in all_states(settings(), run_errors=False)]
+    answer = overview(settings(), states, utc_now())
+    hide_paths(answer, paths)
+    return jsonify(schemas.Overview.model_validate(answer).model_dump())
+
+
+@bp.get("/fetched")
+def get_fetched() -> ResponseReturnValue:
+    names = {row.taxonomy_id: row.scientific_name
+             for row in registry_rows(settings())}
+    return jsonify(fetched_series(database_of(settings()), names))
+
+
+def known_taxon(taxon: str) -> tuple[int, str] | None:
+    """The path's taxon id and name; None when it is not in the registry (Invalid if malformed)."""
+    taxon_id = path_id(taxon)
+    try:
+        return taxon_id, registry_row(settings(), taxon_id).scientific_name
+    except UnknownTaxonError:
+        return None
+
+
+@bp.get("/taxa/<taxon>/fetched")
+def get_taxon_fetched(taxon: str) -> ResponseReturnValue:
+    found = known_taxon(taxon)
+    if found is None:
+        return not_in_registry(path_id(taxon))
+    taxon_id, name = found
+    return jsonify(fetched_series(database_of(settings()), {taxon_id: name}, taxon_id))
+
+
+def runs_query() -> Query:
+    try:
+        return parse_query(request.args.to_dict())
+    except BadQuery as exc:
+        raise Invalid("the query is not one the runs table takes", [str(exc)]) from None
+
+
+@bp.get("/taxa/<taxon>/runs")
+def get_runs(taxon: str) -> ResponseReturnValue:
+    found = known_taxon(taxon)
+    query = runs_query()
+    if found is None:
+        return not_in_registry(path_id(taxon))
+    try:
+        page = runs_page(database_of(settings()), found[0], query)
+    except GoneCursor as exc:
+        return jsonify(schemas.Error(error=f"{exc}; start again from the first page")
+                       .model_dump()), 404
+    paths = server_paths(settings())
+    for run in page.rows:
+        run["last_error"] = redact(run["last_error"], paths)
+    shown = page.query
+    return jsonify(schemas.RunsPage(
+        taxonomy_id=found[0], sort=shown.sort, order="desc" if shown.descending else "asc",
+        q=shown.prefix, limit=shown.limit, runs=page.rows, next=page.next_cursor,
+        note=page.note).model_dump())

@@ -17,6 +17,7 @@ from pydantic.json_schema import models_json_schema
 from backend import __version__
 from backend.registry import MAX_TAXON_ID
 from web import schemas
+from web.runs_table import MAX_PREFIX, PAGE_SIZES, SORTS
 
 #: A response's body: a model (JSON), a media type (text), or None (no body).
 Body = type[BaseModel] | str | None
@@ -27,6 +28,22 @@ PATH_PARAMS: dict[str, dict[str, Any]] = {
     "name": {"type": "string", "pattern": "^mf-[0-9]+-[0-9]+-[0-9a-f]{6}$",
              "description": "The worker's name, e.g. mf-562-0-1a2b3c"},
 }
+#: Query parameters, by name (see ``web.runs_table.parse_query``).
+QUERY_PARAMS: dict[str, dict[str, Any]] = {
+    "sort": {"schema": {"type": "string", "enum": list(SORTS), "default": "order"},
+             "description": "the column to sort by; `order` is the order ENA listed them"},
+    "order": {"schema": {"type": "string", "enum": ["asc", "desc"], "default": "asc"}},
+    "q": {"schema": {"type": "string", "pattern": f"^[A-Za-z0-9]{{0,{MAX_PREFIX}}}$"},
+          "description": "only accessions starting with this (any case)"},
+    "limit": {"schema": {"type": "integer", "enum": list(PAGE_SIZES), "default": 50}},
+    "after": {"schema": {"type": "integer", "minimum": 1, "maximum": 2**62},
+              "description": "the `next` of the previous page (the seq of its last run)"},
+    "taxa": {"schema": {"type": "string", "enum": ["all"]},
+             "description": "`all`: list every taxon, not only the 100 most urgent"},
+    "before": {"schema": {"type": "integer", "minimum": 1, "maximum": 2**62},
+               "description": "history entries older than this id (the `older` link)"},
+}
+RUNS_QUERY = ("sort", "order", "q", "limit", "after")
 CHALLENGE = {"WWW-Authenticate": {"description": "Bearer realm=\"microfetch\"",
                                   "required": True, "schema": {"type": "string"}}}
 BACK = {"Location": {"description": "a page of this site", "required": True,
@@ -51,6 +68,7 @@ class Operation:
     json_body: type[BaseModel] | None = None
     form_body: type[BaseModel] | None = None
     security: str = ""
+    query: tuple[str, ...] = ()
 
 
 BAD = Reply("the request is not the contract's: each problem named", schemas.Error)
@@ -96,6 +114,20 @@ OPERATIONS: tuple[Operation, ...] = (
               "Failed runs back to pending",
               {200: Reply("how many runs are pending again", schemas.Retried), 400: BAD,
                **ADMIN, 404: UNKNOWN}, security="adminToken"),
+    Operation("/api/taxa/{taxon}/runs", "get", "listRuns",
+              "One page of a taxon's runs, sorted and searched, paged by cursor",
+              {200: Reply("the page and the next page's cursor", schemas.RunsPage), 400: BAD,
+               404: Reply("the taxon is not in the registry, or the run `after` names is "
+                          "no longer in it", schemas.Error)}, query=RUNS_QUERY),
+    Operation("/api/taxa/{taxon}/fetched", "get", "taxonFetched",
+              "Cumulative runs and bytes fetched over time for one taxon",
+              {200: Reply("the series", schemas.FetchedSeries), 400: BAD, 404: UNKNOWN}),
+    Operation("/api/fetched", "get", "fetched",
+              "Cumulative runs and bytes fetched over time: overall and the most fetched taxa",
+              {200: Reply("the series", schemas.FetchedSeries)}),
+    Operation("/api/overview", "get", "overview",
+              "Totals, throughput, ETAs, live workers, spend, ENA health, what needs attention",
+              {200: Reply("the overview", schemas.Overview)}),
     Operation("/openapi.json", "get", "openapi", "This document",
               {200: Reply("OpenAPI 3.1", "application/json")}, tag="service"),
     Operation("/healthz", "get", "health",
@@ -104,10 +136,30 @@ OPERATIONS: tuple[Operation, ...] = (
                503: Reply("unhealthy, with the problems", schemas.Health)}, tag="service"),
     Operation("/metrics", "get", "metrics", "Prometheus text format",
               {200: Reply("the metrics (see docs/src/web.md)", "text/plain")}, tag="service"),
-    Operation("/", "get", "dashboardPage", "The dashboard", {200: PAGE}, tag="pages"),
+    Operation("/", "get", "dashboardPage", "The overview (the dashboard)",
+              {200: PAGE, 400: Reply("`taxa` is neither `all` nor left out", "text/html")},
+              tag="pages", query=("taxa",)),
     Operation("/taxa/{taxon}", "get", "taxonPage", "A taxon's page",
-              {200: PAGE, 404: Reply("not a taxonomy id, or not in the registry",
-                                     "text/html")}, tag="pages"),
+              {200: PAGE, 400: Reply("`before` is not a history entry's id", "text/html"),
+               404: Reply("not a taxonomy id, or not in the registry", "text/html")},
+              tag="pages", query=("before",)),
+    Operation("/taxa/{taxon}/runs", "get", "runsPage",
+              "A taxon's runs as a page: sorted, searched, paged by cursor",
+              {200: PAGE, 400: Reply("a sort, search or cursor the table cannot take",
+                                     "text/html"),
+               404: Reply("not a taxonomy id, not in the registry, or `after` names a run "
+                          "no longer in it", "text/html")},
+              tag="pages", query=RUNS_QUERY),
+    Operation("/taxa/{taxon}/samplesheet.csv", "get", "samplesheet",
+              "The taxon's samplesheet (fetched runs, nf-core style), read-only",
+              {200: Reply("the samplesheet", "text/csv"),
+               404: Reply("no such taxon, or no samplesheet written yet", "text/html")},
+              tag="pages"),
+    Operation("/taxa/{taxon}/accessions.csv", "get", "accessionList",
+              "The taxon's accession-list export (every run), read-only",
+              {200: Reply("the accession list", "text/csv"),
+               404: Reply("no such taxon, or no export written yet", "text/html")},
+              tag="pages"),
     Operation("/admin/login", "post", "signIn",
               "Sign in to the pages with the admin token; back to `next` (a local path)",
               {302: Reply("back to the page", None, BACK), 400: BAD_FORM}, tag="pages",
@@ -151,9 +203,12 @@ def _operation(op: Operation) -> dict[str, Any]:
         "responses": {str(code): _response(reply) for code, reply in op.replies.items()},
     }
     params = [name for name in PATH_PARAMS if "{" + name + "}" in op.path]
-    if params:
-        doc["parameters"] = [{"name": name, "in": "path", "required": True,
-                              "schema": PATH_PARAMS[name]} for name in params]
+    parameters = [{"name": name, "in": "path", "required": True,
+                   "schema": PATH_PARAMS[name]} for name in params]
+    parameters += [{"name": name, "in": "query", "required": False, **QUERY_PARAMS[name]}
+                   for name in op.query]
+    if parameters:
+        doc["parameters"] = parameters
     if op.json_body or op.form_body:
         media = "application/json" if op.json_body else "application/x-www-form-urlencoded"
         model = op.json_body or op.form_body

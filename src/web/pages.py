@@ -1,11 +1,15 @@
-"""The pages: dashboard, taxon page, and the admin forms (session + CSRF)."""
+"""The pages: the overview, a taxon's page, its runs, its exports (read-only), and the admin
+forms (session + CSRF)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, TypeVar
 
 from flask import (
     Blueprint,
+    Response,
     abort,
     current_app,
     flash,
@@ -14,34 +18,52 @@ from flask import (
     render_template,
     request,
     session,
+    stream_with_context,
     url_for,
 )
 from flask.typing import ResponseReturnValue
-from markupsafe import Markup
 from pydantic import BaseModel, ValidationError
 
+from backend.accessions import AccessionList, export_path
 from backend.add_taxa import add_taxa, summary
 from backend.errors import UnknownTaxonError
-from backend.registry import Registry, parse_taxon_id
+from backend.exports import genomes_dir
+from backend.registry import Registry, Taxon, parse_taxon_id
 from backend.settings import Settings
+from backend.store import database_of
+from backend.timeutil import utc_now
 from backend.workers import WorkerStore
 from web import schemas
-from web.api import lookup, parse_id, problems_of
+from web.api import hide_paths, lookup, parse_id, problems_of
 from web.auth import DISABLED, admin_token, csrf_token, page_admin_problem, token_matches
 from web.openapi import document
-from web.plots import runs_over_time
+from web.overview import last_cost_estimate, overview, worker_row
+from web.runs_table import (
+    EXCLUSION_WORDS,
+    BadQuery,
+    GoneCursor,
+    Query,
+    parse_query,
+    runs_page,
+)
 from web.security import local_path, redact, redact_state, server_paths
 from web.views_data import (
     all_states,
+    change_text,
     exclusion_counts,
-    fetched_times,
-    last_estimate,
+    interface_of,
     log_tail,
-    status_counts,
+    registry_row,
     taxon_state,
 )
 
 bp = Blueprint("pages", __name__)
+#: History entries per page of the taxon page (older ones a link away).
+HISTORY_PAGE = 100
+#: Runs the taxon page shows (the runs page has them all).
+FIRST_RUNS = 10
+#: Taxa the overview lists unless asked for all (most urgent first).
+TAXA_SHOWN = 100
 Form = TypeVar("Form", bound=BaseModel)
 
 
@@ -78,39 +100,130 @@ def viewer_paths() -> list[tuple[str, str]]:
 
 def history_shown(changes: list[dict[str, Any]], paths: list[tuple[str, str]]
                   ) -> list[dict[str, Any]]:
-    return [h | {key: redact(h[key], paths) for key in ("old", "new")
-                 if isinstance(h.get(key), str)} for h in changes]
+    """History entries in words: what changed, and through which interface."""
+    return [h | {"change": redact(change_text(h), paths),
+                 "interface": interface_of(h["actor"])} for h in changes]
 
 
 @bp.get("/")
 def dashboard() -> ResponseReturnValue:
     paths = viewer_paths()
-    states = [redact_state(state, paths) for state in all_states(settings())]
-    series = {f"{s['taxonomy_id']} {s['scientific_name']}".strip():
-              fetched_times(settings(), s["taxonomy_id"]) for s in states}
-    return render_template("dashboard.html", taxa=states, plot=Markup(runs_over_time(series)))
+    states = [redact_state(state, paths) for state in all_states(settings(), run_errors=False)]
+    view = overview(settings(), states, utc_now())
+    hide_paths(view, paths)
+    every = request.args.get("taxa")
+    if every not in (None, "all"):
+        raise BadForm("taxa must be `all` or left out")
+    shown = states if every else sorted(states, key=urgency)[:TAXA_SHOWN]
+    return render_template("dashboard.html", taxa=shown, taxa_count=len(states), o=view)
+
+
+def urgency(state: dict[str, Any]) -> tuple[Any, ...]:
+    """Parked taxa first, then failed, then those being fetched, then by priority."""
+    order = {"error": 1, "warning": 2, "in progress": 3}
+    return (not state["needs_attention"], order.get(state["state"], 4), -state["priority"],
+            state["taxonomy_id"])
+
+
+def known_taxon(taxon: str) -> Taxon:
+    """The registry row of the path's taxon; 404 when malformed or not in the registry."""
+    taxon_id = parse_id(taxon) or abort(404)
+    try:
+        return registry_row(settings(), taxon_id)
+    except UnknownTaxonError:
+        abort(404)
+
+
+def history_before() -> int | None:
+    text = request.args.get("before")
+    if text is None:
+        return None
+    if not text.isascii() or not text.isdigit() or not 1 <= int(text) <= 2**62:
+        raise BadForm("before must be a history entry's id (a whole number)")
+    return int(text)
 
 
 @bp.get("/taxa/<taxon>")
 def taxon_page(taxon: str) -> ResponseReturnValue:
-    taxon_id = parse_id(taxon) or abort(404)
+    row = known_taxon(taxon)
+    taxon_id = row.taxonomy_id
+    before = history_before()
     registry = Registry.from_settings(settings())
-    try:
-        row = registry.get(taxon_id)
-    except UnknownTaxonError:
-        abort(404)
-    history = registry.history(taxon_id, limit=2000)
+    history = registry.history(taxon_id, limit=HISTORY_PAGE, before=before)
+    latest = history if before is None else registry.history(taxon_id, limit=1)
     paths = viewer_paths()
-    state = redact_state(taxon_state(settings(), row, history[-1]["time"] if history else "",
+    db = database_of(settings())
+    state = redact_state(taxon_state(settings(), row, latest[-1]["time"] if latest else "",
                                      WorkerStore.of(settings()).live()), paths)
-    changes = [h for h in history if h["field"] in ("last_run_status", "stage", "row",
-                                                    "needs_attention")][-30:]
+    workers = [worker_row(db, w, utc_now(), {}) for w in WorkerStore.of(settings()).live()
+               if w.taxon_id == taxon_id]
+    first = runs_page(db, taxon_id, Query(limit=FIRST_RUNS))
     return render_template(
-        "taxon.html", t=state, by_status=status_counts(settings(), taxon_id),
-        by_reason=exclusion_counts(settings(), taxon_id),
-        estimate=last_estimate(history), history=history_shown(list(reversed(changes)), paths),
+        "taxon.html", t=state, counts=AccessionList.of(settings(), taxon_id).counts(),
+        by_reason=exclusion_counts(settings(), taxon_id), words=EXCLUSION_WORDS,
+        estimate=last_cost_estimate(db, taxon_id), workers=workers,
+        history=history_shown(list(reversed(history)), paths),
+        older=history[0]["id"] if len(history) == HISTORY_PAGE else None,
         log=[redact(line, paths) for line in log_tail(settings(), taxon_id)],
-        plot=Markup(runs_over_time({str(taxon_id): fetched_times(settings(), taxon_id)})))
+        runs=shown_runs(first.rows, paths), next_cursor=first.next_cursor,
+        query=Query(limit=FIRST_RUNS), exports=exports_of(taxon_id))
+
+
+def shown_runs(rows: list[dict[str, Any]], paths: list[tuple[str, str]]
+               ) -> list[dict[str, Any]]:
+    return [row | {"last_error": redact(row["last_error"], paths)} for row in rows]
+
+
+def exports_of(taxon_id: int) -> dict[str, bool]:
+    """Which of the taxon's files are written yet (the page links only those)."""
+    return {"samplesheet": samplesheet_path(taxon_id).exists(),
+            "accessions": export_path(settings().data_dir, taxon_id).exists()}
+
+
+def samplesheet_path(taxon_id: int) -> Path:
+    return genomes_dir(settings(), taxon_id) / "samplesheet.csv"
+
+
+@bp.get("/taxa/<taxon>/runs")
+def runs_table(taxon: str) -> ResponseReturnValue:
+    row = known_taxon(taxon)
+    try:
+        query = parse_query(request.args.to_dict())
+    except BadQuery as exc:
+        raise BadForm(str(exc)) from None
+    try:
+        page = runs_page(database_of(settings()), row.taxonomy_id, query)
+    except GoneCursor:
+        abort(404)
+    return render_template("runs.html", t=row, runs=shown_runs(page.rows, viewer_paths()),
+                           next_cursor=page.next_cursor, query=page.query, note=page.note)
+
+
+def csv_file(path: Path, name: str) -> ResponseReturnValue:
+    """A written export, streamed read-only; server paths hidden from anonymous viewers."""
+    if not path.is_file():
+        abort(404)
+    paths = viewer_paths()
+
+    def lines() -> Iterator[str]:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            for line in handle:
+                yield redact(line, paths)
+
+    return Response(stream_with_context(lines()), mimetype="text/csv", headers={
+        "Content-Disposition": f'inline; filename="{name}"'})
+
+
+@bp.get("/taxa/<taxon>/samplesheet.csv")
+def samplesheet(taxon: str) -> ResponseReturnValue:
+    taxon_id = known_taxon(taxon).taxonomy_id
+    return csv_file(samplesheet_path(taxon_id), f"{taxon_id}-samplesheet.csv")
+
+
+@bp.get("/taxa/<taxon>/accessions.csv")
+def accession_list(taxon: str) -> ResponseReturnValue:
+    taxon_id = known_taxon(taxon).taxonomy_id
+    return csv_file(export_path(settings().data_dir, taxon_id), f"{taxon_id}-accessions.csv")
 
 
 @bp.get("/openapi.json")

@@ -134,6 +134,154 @@ class TaxaList(ResponseBody):
     taxa: list[TaxonState]
 
 
+class Totals(ResponseBody):
+    """Runs per category over every taxon, and bytes home and still to fetch."""
+
+    pending: int
+    assigned: int
+    fetched: int
+    failed: int
+    excluded: int
+    withdrawn: int
+    runs_to_go: int
+    bytes_home: int
+    bytes_to_go: int
+
+
+class Throughput(ResponseBody):
+    window_seconds: int
+    runs: int
+    bytes: int
+    bytes_per_second: float
+
+
+class TaxonEta(ResponseBody):
+    taxonomy_id: int
+    scientific_name: str
+    runs_to_go: int
+    bytes_to_go: int
+    runs_last_hour: int
+    bytes_last_hour: int
+    eta_seconds: int | None = Field(description="null: nothing fetched in the last hour")
+
+
+class LiveWorker(ResponseBody):
+    name: str
+    taxonomy_id: int
+    backend: str
+    phase: str
+    runs: int = Field(description="runs in the worker's chunk")
+    runs_done: int
+    bytes: int
+    created_at: Time
+    age_seconds: int
+    cost_so_far: float | None = Field(
+        description="US dollars, from the last cost estimate's hourly price; null: no billing")
+    last_error: str
+
+
+class Spend(ResponseBody):
+    today: float = Field(description="US dollars: the sum of today's (UTC) dispatch estimates")
+    cap: float = Field(description="MICROFETCH_DO_DAILY_SPEND_CAP")
+    estimates: int
+    percent: float
+
+
+class ServiceHealth(ResponseBody):
+    """An outside service's circuit: closed (fine), open (paused) or half-open (one probe)."""
+
+    state: Literal["closed", "open", "half-open"]
+    since: Time
+    failures: int
+    next_try: Time
+    last_error: str
+    paused: bool
+    summary: str
+
+
+class EnaProblem(ResponseBody):
+    taxonomy_id: int
+    scientific_name: str
+    status: str
+    problem: str
+    last_checked: Time
+
+
+class EnaHealth(ResponseBody):
+    services: dict[str, ServiceHealth] = Field(
+        description="ENA's portal (`ena`) and the file host (`file_host`), as on /healthz")
+    last_check: Time
+    problems: list[EnaProblem]
+    problem_count: int
+
+
+class AttentionItem(ResponseBody):
+    taxonomy_id: int | None
+    reason: str
+    command: str = Field(description="the command that clears it")
+    action: Literal["", "clear", "retry"] = Field(
+        description="the taxon page's admin action that clears it; empty: none")
+
+
+class Overview(ResponseBody):
+    """``GET /api/overview``: what the dashboard shows and refreshes every few seconds."""
+
+    now: Time
+    totals: Totals
+    throughput: Throughput
+    eta_seconds: int | None
+    taxa_eta: list[TaxonEta]
+    workers: list[LiveWorker]
+    spend: Spend
+    ena: EnaHealth
+    attention: list[AttentionItem]
+
+
+class RunFile(ResponseBody):
+    name: str
+    bytes: int
+
+
+class RunRow(ResponseBody):
+    accession: str
+    status: str = Field(description="pending, assigned, fetched, failed, excluded or withdrawn")
+    files: list[RunFile]
+    bytes: int
+    attempts: int
+    last_error: str
+    fetched_at: Time
+    excluded_because: str = Field(description="why the run is left out, in words")
+    worker: str
+    ena_url: str
+
+
+class RunsPage(ResponseBody):
+    """``GET /api/taxa/{taxon}/runs``: one page; pass ``next`` as ``after`` for the next."""
+
+    taxonomy_id: int
+    sort: str = Field(description="the sort shown (see `note` when it is not the one asked)")
+    order: Literal["asc", "desc"]
+    q: str
+    limit: int
+    runs: list[RunRow]
+    next: str = Field(description="the cursor of the next page; empty on the last page")
+    note: str = Field(description="why the page is not sorted as asked (a search matching "
+                                  "too many runs is sorted by accession); usually empty")
+
+
+class FetchedLine(ResponseBody):
+    label: str
+    runs: list[int]
+    bytes: list[int]
+
+
+class FetchedSeries(ResponseBody):
+    """Cumulative runs and bytes fetched; ``t`` is unix seconds, one value per ``t``."""
+
+    t: list[int]
+    series: list[FetchedLine]
+
+
 class AttentionCleared(ResponseBody):
     taxonomy_id: int
     needs_attention: Literal[""]
@@ -147,18 +295,6 @@ class PrioritySet(ResponseBody):
 class Retried(ResponseBody):
     taxonomy_id: int
     pending_again: int = Field(ge=0)
-
-
-class ServiceHealth(ResponseBody):
-    """An outside service's circuit: closed (fine), open (paused) or half-open (one probe)."""
-
-    state: Literal["closed", "open", "half-open"]
-    since: Time
-    failures: int
-    next_try: Time
-    last_error: str
-    paused: bool
-    summary: str
 
 
 class Health(ResponseBody):

@@ -150,16 +150,18 @@ def test_the_taxon_page_shows_counts_reasons_estimate_history_and_log(site):
     log.parent.mkdir(parents=True)
     log.write_text("2026-11-23 started worker mf-562-0-abcdef\n")
     page = site.client.get("/taxa/562").get_data(as_text=True)
-    assert "layout" in page and "1 workers, 0.50 GB to fetch" in page
+    assert "a library layout not in MICROFETCH_SELECT_LAYOUTS (e.g. single-end reads)" in page
+    assert "1 workers, 0.50 GB to fetch" in page
     assert "started worker mf-562-0-abcdef" in page
-    assert "Status history" in page
+    assert "cost_estimate set to" not in page  # an estimate reads as its text
     assert site.client.get("/taxa/4242").status_code == 404
 
 
-def test_the_dashboard_lists_taxa_with_a_plot(site):
+def test_the_dashboard_lists_taxa_and_refreshes_from_the_api_without_reloading(site):
     page = site.client.get("/").get_data(as_text=True)
     assert 'data-taxon="562"' in page and "Escherichia coli" in page
-    assert "<svg" in page and "setInterval(refresh" in page
+    assert 'microfetch.poll("/api/overview"' in page and "setInterval(refresh" in page
+    assert 'http-equiv="refresh"' not in page and "location.reload" not in page
 
 
 def test_the_openapi_document_describes_every_route_and_no_other(site):
@@ -177,6 +179,6 @@ def test_the_openapi_document_describes_every_route_and_no_other(site):
     documented = {path: set(ops) for path, ops in served["paths"].items()}
     assert routes == documented
     ids = [op["operationId"] for ops in served["paths"].values() for op in ops.values()]
-    assert len(ids) == len(set(ids)) == 16
+    assert len(ids) == len(set(ids)) == 23
     taxon = served["paths"]["/api/taxa/{taxon}"]["get"]["parameters"][0]["schema"]
     assert taxon["type"] == "integer" and taxon["minimum"] == 1

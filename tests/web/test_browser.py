@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
-from backend.accessions import AccessionList, Run, RunStatus
+from backend.accessions import AccessionList, Exclusion, Run, RunStatus
 from backend.timeutil import utc_now
 from tests.conftest import cli_env
 from tests.loopback import free_port
@@ -121,12 +121,18 @@ def test_the_pages_scripts_run_under_the_csp_and_nothing_is_refused(browser, ser
     refused: list[str] = []
     page.on("console", lambda message: refused.append(message.text)
             if "Content Security Policy" in message.text else None)
+    from backend.store import database_of
+
+    with database_of(site.settings).write() as con:  # two collections: the charts draw lines
+        con.executemany("INSERT INTO fetch_events (taxon, at, runs, bytes) VALUES (562, ?, 1, 9)",
+                        [("2026-11-23T10:00:00Z",), ("2026-11-23T11:00:00Z",)])
     page.goto(served + "/")
+    page.wait_for_selector("#charts .uplot canvas")  # uPlot, a file of this site, ran
     site.registry.update(562, needs_attention="disk full")
-    # The dashboard's own (nonce-carrying) script refreshes the table from the API.
-    page.locator('tr[data-taxon="562"] td.attention', has_text="disk full").wait_for(
-        timeout=20_000)
+    # The dashboard's own (nonce-carrying) scripts refresh the overview from the API.
+    page.locator("#attention-list", has_text="disk full").wait_for(timeout=20_000)
     page.goto(served + "/taxa/562")
+    page.wait_for_selector("#charts .uplot canvas")
     page.close()
     assert refused == []
 
@@ -179,10 +185,111 @@ def test_the_dashboard_shows_the_progress_of_a_running_demo(browser, tmp_path):
         statuses = page.locator("td.status").all_inner_texts()
         assert statuses.count("complete") == 3, statuses
         assert "6 of 6" in page.inner_text("#taxa")
-        assert page.locator("#plot polyline").count() == 3
+        # Two charts (runs, data), each with a legend naming every taxon and the overall line.
+        page.wait_for_selector("#charts .uplot")
+        assert page.locator("#charts .uplot").count() == 2
+        labels = page.locator("#charts .u-legend").first.locator(".u-label").all_inner_texts()
+        assert labels[1] == "all taxa" and len(labels) == 5, labels  # time, all, 3 taxa
         ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
         page.close()
     finally:
         demo.terminate()
         demo.wait(timeout=30)
+
+
+def busy(site) -> None:
+    """Three taxa fetched over six hours, 5,000 runs of 562, a parked taxon, a priced worker."""
+    from datetime import timedelta
+
+    from backend.registry import Status, Taxon
+    from backend.store import database_of
+    from backend.timeutil import format_time
+
+    with site.registry.transaction("test") as table:
+        table[1280] = Taxon(1280, "Staphylococcus aureus", last_run_status=Status.COMPLETE)
+        table[1773] = Taxon(1773, "Mycobacterium tuberculosis", needs_attention="disk full",
+                            last_run_status=Status.ERROR)
+    with AccessionList.of(site.settings, 562).edit() as runs:
+        for i in range(5000):
+            accession = f"SRR{7000000 + i}"
+            runs[accession] = Run(
+                accession, fastq_files=(f"{accession}_1.fastq.gz", f"{accession}_2.fastq.gz"),
+                fastq_bytes=(1_000_000 + 997 * i, 1_000_000 + 991 * i), attempts=i % 3,
+                status=RunStatus.FETCHED if i < 3000 else RunStatus.PENDING,
+                fetched_at=utc_now() if i < 3000 else None)
+        runs["SRR7004999"].exclude(Exclusion.LAYOUT, "SINGLE")
+    now = utc_now()
+    with database_of(site.settings).write() as con:
+        for step in range(72):  # every 5 minutes for six hours
+            at = format_time(now - timedelta(minutes=5 * (72 - step)))
+            for taxon, runs_each in ((562, 40), (1280, 7), (1773, 3)):
+                if taxon != 1773 or step < 40:
+                    con.execute("INSERT INTO fetch_events (taxon, at, runs, bytes) "
+                                "VALUES (?, ?, ?, ?)",
+                                (taxon, at, runs_each, runs_each * 2_600_000))
+    site.registry.note(562, "cost_estimate", {"droplets": 2, "hours": 4.0,
+                                              "droplet_cost": 0.14, "total": 3.1,
+                                              "text": "2 droplets, 4 droplet-hours $0.14"},
+                       "dispatcher")
+    log = site.settings.log_dir / "562.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_text("2026-11-23 10:00:00 | ERROR | ENA did not answer: 503\n"
+                   "Traceback (most recent call last):\n  File \"x.py\", line 1\n"
+                   "EnaError: 503\n2026-11-23 10:05:00 | INFO | ENA answered again\n")
+
+
+def test_an_operator_reads_the_overview_and_pages_and_searches_a_large_taxon(
+        browser, served, site):
+    busy(site)
+    page = browser.new_page(viewport={"width": 1280, "height": 900}, bypass_csp=True)
+    page.set_default_timeout(15_000)
+    page.goto(served + "/")
+    page.wait_for_selector("#charts .uplot")
+    assert "disk full" in page.inner_text("#attention-list")
+    assert page.locator("#workers tbody tr").count() == 1
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "overview.png"), full_page=True)
+    found = {"/": violations(page)}
+
+    page.goto(served + "/taxa/562")
+    page.wait_for_selector("#charts .uplot")
+    assert "a traceback was left out here" in page.inner_text("pre")
+    page.screenshot(path=str(ARTIFACTS / "taxon.png"), full_page=True)
+    found["/taxa/562"] = violations(page)
+
+    page.goto(served + "/taxa/562/runs?sort=size&order=desc&limit=200")
+    seen: list[str] = []
+    for _ in range(30):  # 5,000 runs in 200s: 25 pages, bounded
+        seen += page.locator("#runs tbody tr").evaluate_all(
+            "rows => rows.map(r => r.dataset.accession)")
+        if page.locator("#next-page").count() == 0:
+            break
+        with page.expect_navigation():
+            page.click("#next-page")
+    assert len(seen) == len(set(seen)) == 5000
+    assert seen[0] == "SRR7004999"  # the largest first
+    found["/taxa/562/runs"] = violations(page)
+
+    page.fill("#q", "srr7001234")
+    with page.expect_navigation():
+        page.click("#search")
+    assert page.locator("#runs tbody tr").evaluate_all(
+        "rows => rows.map(r => r.dataset.accession)") == ["SRR7001234"]
+    link = page.locator('#runs a[href^="https://www.ebi.ac.uk/ena/browser/view/"]')
+    assert link.get_attribute("href").endswith("/SRR7001234")
+    page.screenshot(path=str(ARTIFACTS / "runs-search.png"), full_page=True)
+    page.close()
+    assert found == {key: [] for key in found}
+
+
+def test_the_overview_numbers_change_without_a_reload(browser, served, site):
+    page = browser.new_page()
+    page.set_default_timeout(15_000)
+    page.goto(served + "/")
+    page.evaluate("window.notReloaded = true")
+    with AccessionList.of(site.settings, 562).edit() as runs:
+        runs["ERR1"] = Run("ERR1", status=RunStatus.FETCHED, fastq_bytes=(10,))
+    page.locator('[data-o="totals.fetched"]', has_text="1").wait_for(timeout=20_000)
+    assert page.evaluate("window.notReloaded") is True
+    page.close()
