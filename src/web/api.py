@@ -15,6 +15,7 @@ from flask.typing import ResponseReturnValue
 from pydantic import BaseModel, ValidationError
 
 from backend.add_taxa import Outcome, add_taxa, summary
+from backend.admin import Admin, Interface, actor
 from backend.errors import UnknownTaxonError
 from backend.registry import MAX_TAXON_ID, Registry
 from backend.settings import Settings
@@ -123,7 +124,8 @@ def get_taxon(taxon: str) -> ResponseReturnValue:
 def post_taxa() -> ResponseReturnValue:
     body = json_body(schemas.AddTaxa)  # every id's form, before any look-up or write
     outcomes = add_taxa(Registry.from_settings(settings()), [str(i) for i in body.taxonomy_ids],
-                        priority=body.priority, lookup=lookup(), actor="web:admin")
+                        priority=body.priority, lookup=lookup(),
+                        actor=actor(Interface.API, "admin"))
     return answer_outcomes(outcomes)
 
 
@@ -137,11 +139,12 @@ def answer_outcomes(outcomes: list[Outcome]) -> ResponseReturnValue:
                    .model_dump())
 
 
-def _admin_change(taxon_id: int, change: Callable[[Registry, int], BaseModel]
+def _admin_change(taxon_id: int, change: Callable[[Admin, int], BaseModel]
                   ) -> ResponseReturnValue:
-    registry = Registry.from_settings(settings())
+    """One admin action through the API (the history's actor says ``api:admin``)."""
     try:
-        return jsonify(change(registry, taxon_id).model_dump())
+        return jsonify(change(Admin(settings(), actor(Interface.API, "admin")), taxon_id)
+                       .model_dump())
     except UnknownTaxonError:
         return not_in_registry(taxon_id)
 
@@ -149,8 +152,8 @@ def _admin_change(taxon_id: int, change: Callable[[Registry, int], BaseModel]
 @bp.post("/taxa/<taxon>/clear-attention")
 @api_admin
 def clear_attention(taxon: str) -> ResponseReturnValue:
-    def change(registry: Registry, taxon_id: int) -> BaseModel:
-        registry.update(taxon_id, "web:admin", needs_attention="")
+    def change(admin: Admin, taxon_id: int) -> BaseModel:
+        admin.clear(taxon_id)
         return schemas.AttentionCleared(taxonomy_id=taxon_id, needs_attention="")
 
     return _admin_change(path_id(taxon), change)
@@ -162,8 +165,8 @@ def set_priority(taxon: str) -> ResponseReturnValue:
     taxon_id = path_id(taxon)
     priority = json_body(schemas.SetPriority).priority
 
-    def change(registry: Registry, taxon_id: int) -> BaseModel:
-        registry.update(taxon_id, "web:admin", priority=priority)
+    def change(admin: Admin, taxon_id: int) -> BaseModel:
+        admin.set_priority(taxon_id, priority)
         return schemas.PrioritySet(taxonomy_id=taxon_id, priority=priority)
 
     return _admin_change(taxon_id, change)
@@ -172,11 +175,8 @@ def set_priority(taxon: str) -> ResponseReturnValue:
 @bp.post("/taxa/<taxon>/retry")
 @api_admin
 def retry(taxon: str) -> ResponseReturnValue:
-    from backend.collect import retry_runs
-
-    def change(registry: Registry, taxon_id: int) -> BaseModel:
-        return schemas.Retried(taxonomy_id=taxon_id,
-                               pending_again=retry_runs(settings(), taxon_id, "web:admin"))
+    def change(admin: Admin, taxon_id: int) -> BaseModel:
+        return schemas.Retried(taxonomy_id=taxon_id, pending_again=admin.retry(taxon_id))
 
     return _admin_change(path_id(taxon), change)
 

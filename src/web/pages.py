@@ -26,6 +26,7 @@ from pydantic import BaseModel, ValidationError
 
 from backend.accessions import AccessionList, export_path
 from backend.add_taxa import add_taxa, summary
+from backend.admin import Admin, Interface, actor
 from backend.errors import UnknownTaxonError
 from backend.exports import genomes_dir
 from backend.registry import Registry, Taxon, parse_taxon_id
@@ -268,7 +269,7 @@ def add_from_form() -> ResponseReturnValue:
               "no taxonomy id in " + " ".join(ids[:20]) + ": nothing changed", "error")
         return redirect(url_for("pages.dashboard"))
     outcomes = add_taxa(Registry.from_settings(settings()), ids, lookup=lookup(),
-                        actor="web:admin")
+                        actor=actor(Interface.WEB, "admin"))
     for outcome in outcomes:
         flash(outcome.line(), "error" if outcome.result == "rejected" else "ok")
     flash(summary(outcomes), "ok")
@@ -290,18 +291,18 @@ def taxon_action(taxon: str) -> ResponseReturnValue:
         return refused(problem)
     taxon_id = parse_id(taxon) or abort(404)
     sent = form(schemas.TaxonActionForm)
-    registry = Registry.from_settings(settings())
     try:
-        flash(*act(registry, taxon_id, sent))
+        flash(*act(taxon_id, sent))
     except UnknownTaxonError:
         abort(404)
     return redirect(url_for("pages.taxon_page", taxon=taxon_id))
 
 
-def act(registry: Registry, taxon_id: int, sent: schemas.TaxonActionForm) -> tuple[str, str]:
+def act(taxon_id: int, sent: schemas.TaxonActionForm) -> tuple[str, str]:
     """Carry out one action of the taxon page; the message and its category."""
+    admin = Admin(settings(), actor(Interface.WEB, "admin"))
     if sent.action == "clear":
-        registry.update(taxon_id, "web:admin", needs_attention="")
+        admin.clear(taxon_id)
         return "needs_attention cleared", "ok"
     if sent.action == "priority":
         try:
@@ -309,8 +310,6 @@ def act(registry: Registry, taxon_id: int, sent: schemas.TaxonActionForm) -> tup
         except (ValueError, ValidationError):
             limit = schemas.PRIORITY_LIMIT
             return f"priority must be a whole number from -{limit} to {limit}", "error"
-        registry.update(taxon_id, "web:admin", priority=priority)
+        admin.set_priority(taxon_id, priority)
         return f"priority set to {priority}", "ok"
-    from backend.collect import retry_runs
-
-    return f"{retry_runs(settings(), taxon_id, 'web:admin')} runs pending again", "ok"
+    return f"{admin.retry(taxon_id)} runs pending again", "ok"

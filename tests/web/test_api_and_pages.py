@@ -57,7 +57,7 @@ def test_adding_taxa_through_the_api_answers_per_id(site):
     assert "ENA's taxonomy does not know 999999" in results["999999"]["detail"]
     assert {r.taxonomy_id for r in site.registry.load()} == {562, 1280}
     history = site.registry.history(1280)
-    assert history[-1]["actor"] == "web:admin"
+    assert history[-1]["actor"] == "api:admin"  # the history says which interface acted
 
 
 def test_a_batch_with_a_malformed_id_is_refused_whole_before_any_look_up(site):
