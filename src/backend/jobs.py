@@ -14,6 +14,7 @@ from pathlib import Path
 
 from loguru import logger
 
+from backend.add_taxa import Lookup
 from backend.alerts import send_alerts
 from backend.circuit import (
     Circuit,
@@ -70,6 +71,7 @@ class Jobs:
     registry: Registry
     store: WorkerStore
     stop: threading.Event = field(default_factory=threading.Event)
+    lookup: Lookup | None = None  # ENA's taxonomy look-up (tests put a stand-in here)
 
     @classmethod
     def build(cls, settings: Settings, backend: ComputeBackend | None = None) -> Jobs:
@@ -91,6 +93,8 @@ class Jobs:
         now = now or utc_now()
         resumed = self.dispatcher.resume()
         paused = checks_paused(self.settings, now)
+        if paused is None:
+            self._look_up_names(now)
         capacity = self.dispatcher.free_slots() > 0 and not file_host_paused(self.settings, now)
         row = pick_due(self.registry.load(), now, timedelta(hours=self.settings.recheck_hours),
                        capacity, checks_allowed=paused is None,
@@ -106,6 +110,16 @@ class Jobs:
             return self._failed(row.taxonomy_id, exc, now)
         finally:
             self._alert()
+
+    def _look_up_names(self, now: datetime) -> None:
+        """Names of taxa added through the web (looked up here, not in the request)."""
+        from backend.ena import taxonomy_lookup
+        from backend.names import look_up_names, pending
+
+        if pending(self.settings, now):
+            outcome = look_up_names(self.settings, self.registry,
+                                    self.lookup or taxonomy_lookup(self.settings), now)
+            logger.info("taxonomy names: {}", outcome)
 
     def _advance(self, taxon_id: int, now: datetime) -> str:
         from backend.parse_fetched_data import filter_taxon

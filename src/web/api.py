@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any, TypeVar
 
 from flask import Blueprint, current_app, jsonify, request
@@ -17,6 +18,7 @@ from pydantic import BaseModel, ValidationError
 from backend.add_taxa import Outcome, add_taxa, summary
 from backend.admin import Admin, Interface, actor
 from backend.errors import UnknownTaxonError
+from backend.names import request_lookups
 from backend.registry import MAX_TAXON_ID, Registry
 from backend.settings import Settings
 from backend.store import database_of
@@ -51,15 +53,6 @@ def invalid(exc: Invalid) -> ResponseReturnValue:
 
 def settings() -> Settings:
     return current_app.config["MICROFETCH_SETTINGS"]
-
-
-def lookup() -> Callable[[int], str] | None:
-    """ENA's taxonomy look-up (tests may put another in the app config)."""
-    if "MICROFETCH_LOOKUP" in current_app.config:
-        return current_app.config["MICROFETCH_LOOKUP"]
-    from backend.ena import taxonomy_lookup
-
-    return taxonomy_lookup(settings())
 
 
 def parse_id(text: str) -> int | None:
@@ -122,11 +115,22 @@ def get_taxon(taxon: str) -> ResponseReturnValue:
 @bp.post("/taxa")
 @api_admin
 def post_taxa() -> ResponseReturnValue:
-    body = json_body(schemas.AddTaxa)  # every id's form, before any look-up or write
-    outcomes = add_taxa(Registry.from_settings(settings()), [str(i) for i in body.taxonomy_ids],
-                        priority=body.priority, lookup=lookup(),
-                        actor=actor(Interface.API, "admin"))
+    body = json_body(schemas.AddTaxa)  # every id's form, before any write
+    outcomes = add_in_background(body.taxonomy_ids, body.priority, Interface.API)
     return answer_outcomes(outcomes)
+
+
+def add_in_background(ids: list[int] | list[str], priority: int,
+                      interface: Interface) -> list[Outcome]:
+    """Add taxa now; their names are looked up by the daemon's heartbeat, not in the request
+    (ENA can take tens of seconds). An id ENA does not know is then parked with the reason."""
+    outcomes = add_taxa(Registry.from_settings(settings()), [str(i) for i in ids],
+                        priority=priority, lookup=None, actor=actor(interface, "admin"))
+    added = [o.taxon_id for o in outcomes if o.result == "added" and o.taxon_id is not None]
+    if added:
+        request_lookups(settings(), added, utc_now())
+    return [replace(o, detail="name looked up in the background") if o.result == "added"
+            else o for o in outcomes]
 
 
 def answer_outcomes(outcomes: list[Outcome]) -> ResponseReturnValue:

@@ -97,7 +97,7 @@ OPERATIONS: tuple[Operation, ...] = (
               {200: Reply("one result per id; at least one added or present",
                           schemas.AddTaxaAnswer),
                400: BAD, **ADMIN,
-               422: Reply("every id was rejected (e.g. unknown to ENA): nothing changed",
+               422: Reply("every id was rejected: nothing changed",
                           schemas.AddTaxaRefused)},
               json_body=schemas.AddTaxa, security="adminToken"),
     Operation("/api/taxa/{taxon}", "get", "getTaxon",

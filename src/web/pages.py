@@ -25,7 +25,7 @@ from flask.typing import ResponseReturnValue
 from pydantic import BaseModel, ValidationError
 
 from backend.accessions import AccessionList, export_path
-from backend.add_taxa import add_taxa, summary
+from backend.add_taxa import summary
 from backend.admin import Admin, Interface, actor
 from backend.errors import UnknownTaxonError
 from backend.exports import genomes_dir
@@ -35,7 +35,7 @@ from backend.store import database_of
 from backend.timeutil import utc_now
 from backend.workers import WorkerStore
 from web import schemas
-from web.api import hide_paths, lookup, parse_id, problems_of
+from web.api import add_in_background, hide_paths, parse_id, problems_of
 from web.auth import DISABLED, admin_token, csrf_token, page_admin_problem, token_matches
 from web.openapi import document
 from web.overview import last_cost_estimate, overview, worker_row
@@ -268,8 +268,7 @@ def add_from_form() -> ResponseReturnValue:
         flash("give at least one taxonomy id, e.g. 562" if not ids else
               "no taxonomy id in " + " ".join(ids[:20]) + ": nothing changed", "error")
         return redirect(url_for("pages.dashboard"))
-    outcomes = add_taxa(Registry.from_settings(settings()), ids, lookup=lookup(),
-                        actor=actor(Interface.WEB, "admin"))
+    outcomes = add_in_background(ids, 0, Interface.WEB)
     for outcome in outcomes:
         flash(outcome.line(), "error" if outcome.result == "rejected" else "ok")
     flash(summary(outcomes), "ok")

@@ -205,16 +205,18 @@ def without_tracebacks(lines: list[str]) -> list[str]:
 
 
 #: Who made a change, by the prefix of the history's actor.
-INTERFACES = {"web:": "web page or API", "cli": "command line", "daemon": "daemon",
-              "dispatcher": "daemon (dispatch)", "collector": "daemon (collection)",
-              "check": "daemon (ENA check)", "reconciler": "daemon (reconciliation)"}
+INTERFACES = {"web:": "web page", "api:": "JSON API", "cli:": "command line",
+              "daemon": "daemon", "dispatcher": "daemon (dispatch)",
+              "collector": "daemon (collection)", "check": "daemon (ENA check)",
+              "reconciler": "daemon (reconciliation)", "names": "daemon (taxonomy names)"}
 
 
 def interface_of(actor: str) -> str:
     """Which interface an actor made a change through, in words."""
     for prefix, words in INTERFACES.items():
         if actor.startswith(prefix):
-            return words
+            who = actor[len(prefix):] if prefix.endswith(":") else ""
+            return f"{words} ({who})" if who and who != "admin" else words
     return "command line or script (user " + actor + ")" if actor else "unknown"
 
 

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 
 from backend.accessions import AccessionList, Exclusion, Run, RunStatus
 from backend.add_taxa import UnknownToEna
+from backend.errors import OperationError
+from backend.names import look_up_names
 from backend.timeutil import utc_now
 from web import create_app
 from web.openapi import document
@@ -44,43 +47,49 @@ def test_get_taxa_and_one_taxon_give_state_stage_and_progress(site):
     assert site.client.get("/api/taxa/abc").status_code == 400
 
 
-def test_adding_taxa_through_the_api_answers_per_id(site):
-    site.app.config["MICROFETCH_LOOKUP"] = lookup
+def test_adding_taxa_through_the_api_answers_at_once_and_names_come_in_the_background(site):
     response = site.client.post("/api/taxa", json={"taxonomy_ids": [1280, 562, 999999]},
                                 headers=admin(site))
     assert response.status_code == 200
     results = {r["given"]: r for r in response.get_json()["results"]}
-    assert results["1280"]["result"] == "added"
-    assert results["1280"]["scientific_name"] == "Staphylococcus aureus"
+    assert results["1280"]["result"] == "added" and results["999999"]["result"] == "added"
+    assert results["1280"]["detail"] == "name looked up in the background"
     assert results["562"]["result"] == "present"
-    assert results["999999"]["result"] == "rejected"
-    assert "ENA's taxonomy does not know 999999" in results["999999"]["detail"]
-    assert {r.taxonomy_id for r in site.registry.load()} == {562, 1280}
+    assert {r.taxonomy_id for r in site.registry.load()} == {562, 1280, 999999}
     history = site.registry.history(1280)
     assert history[-1]["actor"] == "api:admin"  # the history says which interface acted
 
+    # The daemon's heartbeat looks the names up later, not the request.
+    assert look_up_names(site.settings, site.registry, lookup, utc_now()) == "1 found, 1 unknown"
+    assert site.registry.get(1280).scientific_name == "Staphylococcus aureus"
+    parked = site.registry.get(999999).needs_attention
+    assert "ENA's taxonomy does not know 999999" in parked
+    assert "microfetch remove-taxa 999999" in parked
+    assert look_up_names(site.settings, site.registry, lookup, utc_now()) == \
+        "nothing to look up"
 
-def test_a_batch_with_a_malformed_id_is_refused_whole_before_any_look_up(site):
-    asked: list[int] = []
-    site.app.config["MICROFETCH_LOOKUP"] = lambda taxon: asked.append(taxon) or "x"
+
+def test_names_are_asked_again_after_ena_did_not_answer(site):
+    site.client.post("/api/taxa", json={"taxonomy_ids": [1280]}, headers=admin(site))
+
+    def down(taxon_id: int) -> str:
+        raise OperationError("ENA's taxonomy did not answer")
+
+    now = utc_now()
+    assert look_up_names(site.settings, site.registry, down, now) == "1 unreachable"
+    assert site.registry.get(1280).needs_attention == ""  # an outage parks nothing
+    assert look_up_names(site.settings, site.registry, lookup, now) == "nothing to look up"
+    later = now + timedelta(minutes=11)
+    assert look_up_names(site.settings, site.registry, lookup, later) == "1 found"
+
+
+def test_a_batch_with_a_malformed_id_is_refused_whole_and_changes_nothing(site):
     before = site.registry.path.read_bytes()
     response = site.client.post("/api/taxa", json={"taxonomy_ids": [1280, -5]},
                                 headers=admin(site))
     assert response.status_code == 400
     assert response.get_json()["problems"] == [
         "taxonomy_ids.1: Input should be greater than or equal to 1"]
-    assert asked == [] and site.registry.path.read_bytes() == before
-
-
-def test_a_batch_in_which_every_id_is_unknown_to_ena_is_422_and_changes_nothing(site):
-    site.app.config["MICROFETCH_LOOKUP"] = lookup
-    before = site.registry.path.read_bytes()
-    response = site.client.post("/api/taxa", json={"taxonomy_ids": [999999]},
-                                headers=admin(site))
-    assert response.status_code == 422
-    body = response.get_json()
-    assert body["results"][0]["result"] == "rejected"
-    assert body["summary"] == "0 added, 0 already present, 1 rejected"
     assert site.registry.path.read_bytes() == before
 
 
@@ -125,7 +134,6 @@ def csrf_of(page: str) -> str:
 
 
 def test_the_add_form_needs_a_signed_in_session_and_its_csrf_token(site):
-    site.app.config["MICROFETCH_LOOKUP"] = lookup
     client = site.client
     assert client.post("/taxa", data={"ids": "1280"}).status_code == 403
     client.post("/admin/login", data={"token": "wrong"})
@@ -137,7 +145,7 @@ def test_the_add_form_needs_a_signed_in_session_and_its_csrf_token(site):
     assert "CSRF token" in refused.get_data(as_text=True)
     added = client.post("/taxa", data={"ids": "1280", "csrf": csrf_of(page)},
                         follow_redirects=True)
-    assert "added 1280 (Staphylococcus aureus)" in added.get_data(as_text=True)
+    assert "added 1280; name looked up in the background" in added.get_data(as_text=True)
     assert 1280 in {r.taxonomy_id for r in site.registry.load()}
 
 

@@ -234,7 +234,7 @@ def test_the_history_shows_admin_actions_and_the_interface_that_made_them(site):
     site.client.post("/api/taxa/562/priority", json={"priority": 7}, headers=BEARER)
     site.registry.update(562, "alice", needs_attention="look at the disk")
     page = site.client.get("/taxa/562").get_data(as_text=True)
-    assert "priority: 0 → 7" in page and "web page or API" in page
+    assert "priority: 0 → 7" in page and "JSON API" in page
     assert "parked: look at the disk" in page
     assert "command line or script (user alice)" in page
 
