@@ -89,6 +89,37 @@ class Collector:
             finished = record.phase in (Phase.DONE, Phase.COLLECTING, Phase.HELD)
             if state is WorkerState.DONE or finished or state in ENDED:
                 self._bring_home(record, report, now, state)
+            elif state is WorkerState.RUNNING and self.settings.collect_while_fetching:
+                self._take_finished_runs(record, report, now)
+
+    def _take_finished_runs(self, record: WorkerRecord, report: CollectReport,
+                            now: datetime) -> None:
+        """While a worker fetches: bring home its verified runs and free its disk of them.
+
+        Only runs the manifest calls verified and home verifies again are taken; failures wait
+        for the worker's end, when the attempt rule decides about them.
+        """
+        staging = Path(self.settings.data_dir) / "staging" / record.name
+        self.backend.pull(record, staging, self.settings.rsync_timeout)
+        accessions = AccessionList.of(self.settings, record.taxon_id)
+        waiting = [a for a, run in accessions.get(record.runs).items()
+                   if run.status is RunStatus.ASSIGNED and run.worker == record.name]
+        verdict = verify_worker_output(staging, waiting, accessions.get(waiting),
+                                       finished=False,
+                                       products=record.extra.get("products", "reads"))
+        if verdict.problems or not verdict.ok:
+            return  # problems are judged with the whole chunk, at its end
+        taken = Verdict(ok=verdict.ok, bytes_ok=verdict.bytes_ok,
+                        assemblies=verdict.assemblies)
+        self._move_home(record, taken)
+        self._record_runs(accessions, record, taken, now)
+        self.backend.remove_runs(record, list(taken.ok))
+        for run in taken.ok:
+            shutil.rmtree(staging / run, ignore_errors=True)
+        report.runs_fetched += len(taken.ok)
+        report.bytes_fetched += taken.bytes_ok
+        taxon_log(record.taxon_id).info("took {} finished runs of {} home while it fetches",
+                                        len(taken.ok), record.name)
 
     def _bring_home(self, record: WorkerRecord, report: CollectReport, now: datetime,
                     state: WorkerState) -> None:
@@ -117,8 +148,12 @@ class Collector:
             record_file_host(self.settings, transient=_count(done, "runs_transient"),
                              ok=_count(done, "runs_ok"), now=now)
         accessions = AccessionList.of(self.settings, record.taxon_id)
-        verdict = verify_worker_output(staging, record.runs, accessions.get(record.runs),
-                                       finished=done is not None,
+        expected = accessions.get(record.runs)
+        # Runs taken home while it fetched are done; the rest are judged now.
+        left = [a for a in record.runs
+                if not (a in expected and expected[a].status is RunStatus.FETCHED
+                        and expected[a].worker == record.name)]
+        verdict = verify_worker_output(staging, left, expected, finished=done is not None,
                                        products=record.extra.get("products", "reads"))
         if verdict.problems:
             self._hold(record, verdict.problems)

@@ -12,6 +12,7 @@ import base64
 import contextlib
 import hashlib
 import json
+import re
 import shlex
 import socket
 import stat
@@ -26,6 +27,9 @@ from backend.compute.base import WorkerState, state_from_supervisor
 from backend.errors import OperationError
 from backend.statefile import atomic_write_text
 from backend.workers import NAME_PATTERN
+
+#: What a run folder's name may be (a run accession) before it is put in a command.
+ACCESSION = re.compile(r"^[EDS]RR[0-9]{6,12}$", re.ASCII)
 
 
 @dataclass(frozen=True)
@@ -210,6 +214,14 @@ def remove_worker(client: paramiko.SSHClient, remote_dir: str) -> None:
                 f"--kill-after 15 {folder} >/dev/null 2>&1; fi; "
                 f"systemctl stop microfetch-worker@{name}.service >/dev/null 2>&1; "
                 f"rm -rf -- {folder}")
+
+
+def remove_runs(client: paramiko.SSHClient, remote_dir: str, runs: list[str]) -> None:
+    """Delete the named runs' folders under the worker's ``out/`` (already home)."""
+    folder = _checked(remote_dir)
+    names = [run for run in runs if ACCESSION.match(run)]  # they become paths: refuse others
+    if names:
+        run(client, "cd " + folder + "/out && rm -rf -- " + " ".join(map(shlex.quote, names)))
 
 
 def list_workers(client: paramiko.SSHClient, base: str) -> list[str]:

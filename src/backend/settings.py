@@ -296,6 +296,11 @@ class Settings:
         "MICROFETCH_RSYNC_TIMEOUT", 300, _int(5, unit=" of seconds"),
         "rsync I/O timeout: a transfer that moves nothing this long fails and is resumed later.",
     )
+    collect_while_fetching: bool = _setting(
+        "MICROFETCH_COLLECT_WHILE_FETCHING", False, _bool,
+        "Bring finished runs home while their worker still fetches the rest (and free its "
+        "disk of them), so a worker's disk holds only the work in flight.",
+    )
     worker_max_age_hours: float = _setting(
         "MICROFETCH_WORKER_MAX_AGE_HOURS", 48.0, _float(0.01, unit=" of hours"),
         "A worker older than this is flagged in `needs_attention`.",

@@ -222,3 +222,38 @@ def test_a_daemon_killed_right_after_a_spawn_starts_no_second_runner(lab, file_s
     finally:
         lab.backend.destroy(lab.store.get(name))
     assert runner_pids(folder) == []
+
+
+def test_finished_runs_come_home_while_the_worker_fetches_the_rest(lab, file_server):
+    dispatcher = local_lab(lab)
+    lab.settings = lab.settings.with_overrides(chunk_max_runs=4, collect_while_fetching=True)
+    dispatcher.settings = lab.backend.settings = lab.settings
+    contents = lab.serve_runs(file_server, 4)
+    stalled = sorted(contents)[2:]
+    for acc in stalled:
+        for name in contents[acc]:
+            file_server.faults[f"/vol1/fastq/{acc}/{name}"] = Fault("stall", after=50, times=99)
+    (name,) = dispatcher.dispatch(TAXON, utc_now()).started
+    record = lab.store.get(name)
+    out = lab.backend.folder(record) / "out"
+    wait_for(lambda: (out / "manifest.tsv").exists()
+             and len((out / "manifest.tsv").read_text().splitlines()) == 1 + 4)
+    collector = Collector(lab.settings, lab.backend, lab.registry, lab.store)
+
+    report = collector.collect()
+
+    finished = sorted(set(contents) - set(stalled))
+    runs = lab.accessions.load()
+    assert report.runs_fetched == 2 and report.collected == []  # the worker goes on
+    assert {a for a, r in runs.items() if r.status is RunStatus.FETCHED} == set(finished)
+    for acc in finished:
+        assert not (out / acc).exists()  # its disk holds only the work in flight
+        for file_name, data in contents[acc].items():
+            assert (lab.genomes() / acc / file_name).read_bytes() == data
+
+    file_server.faults.clear()  # the host answers again: the worker finishes the rest
+    wait_for(lambda: (out / "DONE.json").exists(), 90)
+    final = collector.collect()
+    assert final.collected == [name] and final.runs_fetched == 2
+    assert {r.status for r in lab.accessions.load().values()} == {RunStatus.FETCHED}
+    assert all(r.attempts == 0 for r in lab.accessions.load().values())

@@ -126,6 +126,13 @@ class ComputeBackend(ABC):
     def pull(self, record: WorkerRecord, dest: Path, timeout: int) -> None:
         """Copy the worker's ``out/`` into ``dest`` (resumable); raise OperationError."""
 
+    def remove_runs(self, record: WorkerRecord, runs: Sequence[str]) -> None:
+        """Free the worker's disk of runs already verified at home (collect while fetching).
+
+        A backend that cannot leaves them; they go with the worker.
+        """
+        return None
+
     @abstractmethod
     def destroy(self, record: WorkerRecord) -> None:
         """Stop the worker and remove it and its data; a no-op when already gone."""

@@ -86,6 +86,11 @@ class LocalBackend(ComputeBackend):
         argv = rsync_pull_argv(str(self.folder(record) / "out"), dest, timeout)
         run(argv, timeout=None, what=f"rsync of worker {record.name}")
 
+    def remove_runs(self, record: WorkerRecord, runs: Sequence[str]) -> None:
+        out = self.folder(record) / "out"
+        for accession in runs:
+            shutil.rmtree(out / accession, ignore_errors=True)
+
     def destroy(self, record: WorkerRecord) -> None:
         target = self.folder(record)
         if target.exists():

@@ -145,6 +145,13 @@ class SshBackend(ComputeBackend):
     def _known_hosts(self, record: WorkerRecord) -> Path:
         return Path(self.settings.data_dir) / "ssh" / f"{record.name}.known_hosts"
 
+    def remove_runs(self, record: WorkerRecord, runs: Sequence[str]) -> None:
+        client = self._connect(self.target(record))
+        try:
+            remote.remove_runs(client, record.remote_dir, list(runs))
+        finally:
+            client.close()
+
     def destroy(self, record: WorkerRecord) -> None:
         if not record.remote_dir:
             return
