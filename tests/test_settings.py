@@ -78,12 +78,12 @@ def test_lists_are_parsed_from_commas():
 
 
 def test_the_readme_table_documents_every_setting_and_no_other():
-    documented = set(re.findall(r"^\| `([A-Z_]+)` \|", README.read_text(), flags=re.MULTILINE))
+    documented = set(re.findall(r"^\| `([A-Z0-9_]+)` \|", README.read_text(), flags=re.MULTILINE))
     assert documented == {spec["env"] for spec in setting_specs()}
 
 
 def test_the_docs_configuration_page_documents_every_setting_with_its_default():
     page = (README.parent / "docs" / "src" / "configuration.md").read_text()
-    rows = re.findall(r"^\| `([A-Z_]+)` \| (.+?) \| (.+?) \|$", page, flags=re.MULTILINE)
+    rows = re.findall(r"^\| `([A-Z0-9_]+)` \| (.+?) \| (.+?) \|$", page, flags=re.MULTILINE)
     documented = {name: default.strip("`") for name, default, _ in rows}
     assert documented == {spec["env"]: spec["default"] for spec in setting_specs()}
