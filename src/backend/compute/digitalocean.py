@@ -24,7 +24,7 @@ import secrets
 import shlex
 import time
 import urllib.parse
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -55,6 +55,16 @@ SIZES_TTL_SECONDS = 3600.0
 CREATE_TRIES = 3
 #: How long one tool check on a fresh droplet may take (`nextflow -version` starts a JVM).
 TOOL_CHECK_SECONDS = 180
+FIRST_POLL_SECONDS = 0.5
+
+
+def pauses(longest: float) -> Iterator[float]:
+    """Waits between polls: a quick first look (a stand-in or a fast region is ready in a
+    second), then doubling up to ``longest``, so a slow one costs few API requests."""
+    wait = min(FIRST_POLL_SECONDS, longest)
+    while True:
+        yield wait
+        wait = min(wait * 2, longest)
 
 
 def worker_tag(name: str) -> str:
@@ -306,12 +316,13 @@ class DigitalOceanBackend(ComputeBackend):
     def _await_listing(self, record: WorkerRecord, save: SaveRecord) -> bool:
         """Poll the list by the worker's tag (it lags creation) until the droplet appears."""
         deadline = time.monotonic() + self.settings.do_list_lag_seconds
+        waits = pauses(self.poll_seconds)
         while True:
             if self._adopt(record, save):
                 return True
             if time.monotonic() >= deadline:
                 return False
-            self.sleep(self.poll_seconds)
+            self.sleep(next(waits))
 
     def _adopt(self, record: WorkerRecord, save: SaveRecord) -> bool:
         """Take the droplet made for this worker with its current pin; destroy the others.
@@ -342,6 +353,7 @@ class DigitalOceanBackend(ComputeBackend):
         """Poll with our own deadline: creation takes minutes, the library's wait 20 s."""
         assert record.droplet_id is not None
         deadline = time.monotonic() + self.settings.do_create_timeout
+        waits = pauses(self.poll_seconds)
         while True:
             info = self.api.get(record.droplet_id)
             if info is None:
@@ -354,7 +366,7 @@ class DigitalOceanBackend(ComputeBackend):
                     f"droplet {record.droplet_id} ({record.name}) was not active with a public "
                     f"IPv4 after {self.settings.do_create_timeout} s (status {info.status}); "
                     "it is destroyed and its runs go back to pending")
-            self.sleep(self.poll_seconds)
+            self.sleep(next(waits))
 
     # bootstrap -----------------------------------------------------------------------------
 
@@ -373,6 +385,7 @@ class DigitalOceanBackend(ComputeBackend):
         ask = (f"if [ -f {marker} ]; then echo ready; else cloud-init status 2>/dev/null || "
                "echo 'status: unknown (no cloud-init)'; fi")
         deadline = time.monotonic() + self.settings.do_bootstrap_seconds
+        waits = pauses(self.poll_seconds)
         while True:
             answer = remote.run(client, ask).strip()
             if answer == "ready":
@@ -390,7 +403,7 @@ class DigitalOceanBackend(ComputeBackend):
                     f"within {self.settings.do_bootstrap_seconds} s (cloud-init: "
                     f"{answer.splitlines()[0] if answer else 'no answer'}); raise "
                     "MICROFETCH_DO_BOOTSTRAP_SECONDS if the image is slow to install packages")
-            self.sleep(self.poll_seconds)
+            self.sleep(next(waits))
 
     def tool_checks(self) -> dict[str, str]:
         """What must answer on a droplet before its runner starts: name -> command."""
