@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import responses
 import yaml
+from loguru import logger
 
 from backend import costs
 from backend.accessions import RunStatus
@@ -23,6 +24,7 @@ from backend.compute.digitalocean import (
 )
 from backend.compute.do_api import DoApi
 from backend.errors import OperationError
+from backend.preflight import preflight
 from backend.reconcile import reconcile
 from backend.timeutil import format_time, utc_now
 from backend.workers import Phase, WorkerRecord
@@ -248,6 +250,21 @@ def test_a_lab_behind_nat_runs_poll_only_with_one_warning_and_clear_text_is_warn
     standin = nat.with_overrides(callback_url="http://127.0.0.1:8000",
                                  do_api_url="http://127.0.0.1:9/v2")
     assert startup_warnings(standin) == []
+
+
+def test_serve_behind_nat_is_not_refused_and_says_so_in_one_line(lab, tmp_path):
+    key = tmp_path / "key"
+    key.write_text("k")
+    settings = lab.settings.with_overrides(
+        backend="digitalocean", do_token="t", do_ssh_keys=("12345",), do_ssh_private_key=key,
+        callback_url="http://192.168.1.20:8000")
+    lines: list[str] = []
+    sink = logger.add(lines.append, level="WARNING", format="{message}")
+    try:
+        preflight(settings)  # what `serve` runs before it starts: no UsageError
+    finally:
+        logger.remove(sink)
+    assert len(lines) == 1 and "poll-only" in lines[0]
 
 
 @pytest.mark.parametrize("nextflow", [True, False])

@@ -124,9 +124,12 @@ def test_the_droplet_limit_holds_workers_back_and_the_taxon_still_finishes(cloud
     lab, cloud = cloud_lab
     cloud.cloud.droplet_limit = 1
     cloud.cloud.fail_create("422")  # and the first create is refused for the limit anyway
+    # And no callback ever arrives (a lab behind NAT): the collector finds DONE.json itself.
+    lab.env["MICROFETCH_CALLBACK_URL"] = f"http://127.0.0.1:{free_port()}"
 
     lab.start()
     store = finish(lab, cloud, cap=1)
+    assert [r.callback for r in store.all()] == [None, None, None]
 
     log = lab.log()
     assert log.count("no new droplet for") == 1  # one line says it, not one a heartbeat

@@ -56,6 +56,7 @@ CREATE_TRIES = 3
 #: How long one tool check on a fresh droplet may take (`nextflow -version` starts a JVM).
 TOOL_CHECK_SECONDS = 180
 FIRST_POLL_SECONDS = 0.5
+QUOTA_REPEAT_SECONDS = 600.0
 
 
 def pauses(longest: float) -> Iterator[float]:
@@ -194,7 +195,7 @@ class DigitalOceanBackend(ComputeBackend):
         self.install = install_id(settings)
         self._sizes: tuple[float, dict[str, dict[str, float]]] | None = None
         self._limit_until = 0.0      # monotonic: no create before this (the account's limit)
-        self._quota_state = ""       # why the quota holds workers back ("" when it does not)
+        self._quota_said = ("", 0.0)  # (reason, monotonic time) last logged for the quota
         self._reported: set[int] = set()  # foreign droplets already reported
 
     # money ---------------------------------------------------------------------------------
@@ -237,16 +238,16 @@ class DigitalOceanBackend(ComputeBackend):
         if room < wanted:
             self._say_quota("full", f"the DigitalOcean account has {count} of its {limit} "
                             f"droplets: {room} more may start now, the other runs wait")
-        else:
-            self._say_quota("", "the DigitalOcean droplet limit no longer holds workers back")
         return room
 
     def _say_quota(self, state: str, line: str) -> None:
-        """One line when the quota starts, changes or stops holding workers back; not one a
-        tick while it holds."""
-        if state != self._quota_state and (state or self._quota_state):
-            (logger.warning if state else logger.info)(line)
-        self._quota_state = state
+        """One line when the quota starts holding workers back, not one a heartbeat: the same
+        reason again (after a moment of room) is said again only QUOTA_REPEAT_SECONDS later."""
+        now = time.monotonic()
+        if state and (state != self._quota_said[0] or now - self._quota_said[1] >
+                      QUOTA_REPEAT_SECONDS):
+            logger.warning(line)
+            self._quota_said = (state, now)
 
     def disk_bytes(self) -> int:
         return int(self.size()["disk"] * 1e9)
