@@ -124,7 +124,8 @@ def test_a_create_that_fails_after_the_droplet_was_made_is_not_repeated_and_is_f
     standin.cloud.fail_create(fault)
 
     with pytest.raises(UnclearAnswer) as failed:
-        make(api, "mf-562-0-abcdef", ("microfetch", "mf-worker-mf-562-0-abcdef"))
+        make(api, "mf-562-0-abcdef", ("microfetch", "mf-worker-mf-562-0-abcdef",
+                                      "mf-install-lab"))
 
     assert not failed.value.permanent  # nothing for a person to fix: try again later
     (found,) = api.by_tag("microfetch")  # one droplet, not one per retry
@@ -132,7 +133,8 @@ def test_a_create_that_fails_after_the_droplet_was_made_is_not_repeated_and_is_f
     assert standin.cloud.ledger()["live"] == ["mf-562-0-abcdef"]
     # What dispatch does with a failed start: destroy the worker, found by its worker tag.
     settings = load_settings({"MICROFETCH_DATA_DIR": str(tmp_path / "data"),
-                              "MICROFETCH_BACKEND": "digitalocean"})
+                              "MICROFETCH_BACKEND": "digitalocean",
+                              "MICROFETCH_INSTALL_ID": "lab"})
     DigitalOceanBackend(settings, api).destroy(WorkerRecord(
         name="mf-562-0-abcdef", backend="digitalocean", taxon_id=562, chunk=0, runs=[],
         bytes=0, token_sha256="x", created_at=utc_now()))

@@ -331,7 +331,7 @@ class DigitalOceanBackend(ComputeBackend):
         A droplet with the worker's tag but another host key came from an earlier try whose
         answer was lost: its key is no longer pinned, so it can never be used, only billed.
         """
-        found = self.api.by_tag(worker_tag(record.name))
+        found = self._of_worker(record.name)
         pinned = key_tag(record.host_key) if record.host_key else None
         keep = min((d for d in found if pinned in d.tags), key=lambda d: d.id, default=None)
         for droplet in found:
@@ -344,6 +344,12 @@ class DigitalOceanBackend(ComputeBackend):
         taxon_log(record.taxon_id).info("adopted droplet {} for {} (made before its answer "
                                         "arrived)", keep.id, record.name)
         return True
+
+    def _of_worker(self, name: str) -> list[DropletInfo]:
+        """Droplets with the worker's tag, of this install only (names may meet across
+        installs: the suffix is random, not unique)."""
+        return [d for d in self.api.by_tag(worker_tag(name))
+                if install_tag(self.install) in d.tags]
 
     def _destroy_duplicate(self, record: WorkerRecord, droplet_id: int) -> None:
         self.api.destroy(droplet_id)
@@ -378,6 +384,10 @@ class DigitalOceanBackend(ComputeBackend):
         try:
             self._await_marker(client, record)
             self._check_tools(client, record)
+        except (paramiko.SSHException, OSError, EOFError) as exc:  # e.g. it rebooted meanwhile
+            raise OperationError(f"droplet {record.droplet_id} ({record.name}) dropped the SSH "
+                                 f"session while it was checked ({type(exc).__name__}: {exc})"
+                                 ) from None
         finally:
             client.close()
 
@@ -481,7 +491,7 @@ class DigitalOceanBackend(ComputeBackend):
         if record.droplet_id is not None:
             doomed = [record.droplet_id]
         else:
-            doomed = [d.id for d in self.api.by_tag(worker_tag(record.name))]
+            doomed = [d.id for d in self._of_worker(record.name)]
         for droplet_id in doomed:
             self.api.destroy(droplet_id)
             taxon_log(record.taxon_id).info("destroyed droplet {} ({})", droplet_id, record.name)
