@@ -51,20 +51,21 @@ def launcher_url(version: str) -> str:
     return LAUNCHER_URL.format(version=version)
 
 
-def nextflow_script(version: str, sha256: str) -> str:
+def nextflow_script(version: str, sha256: str, *, bin_dir: str = "/usr/local/bin",
+                    rejected: str = NEXTFLOW_REJECTED) -> str:
     """Download the pinned launcher, check it (fail closed), install it, fetch its jar."""
     check = ""
     if sha256:
         check = (f'if ! echo "{sha256}  $part" | sha256sum -c --quiet -; then\n'
-                 f'  mv "$part" {NEXTFLOW_REJECTED}; exit 1\nfi\n')
+                 f'  mv "$part" {rejected}; exit 1\nfi\n')
     return (
         "#!/bin/sh\nset -eu\n"
-        "part=/usr/local/bin/nextflow.part\n"
+        f"part={bin_dir}/nextflow.part\n"
         f"curl -fsSL --retry 5 -o \"$part\" {launcher_url(version)}\n"
         f"{check}"
-        'chmod 755 "$part"\nmv "$part" /usr/local/bin/nextflow\n'
+        f'chmod 755 "$part"\nmv "$part" {bin_dir}/nextflow\n'
         # The launcher fetches the jar of NXF_VER on first use: do it now, not mid-chunk.
-        f"NXF_VER={version} /usr/local/bin/nextflow -version\n"
+        f"NXF_VER={version} {bin_dir}/nextflow -version\n"
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import subprocess
 from datetime import timedelta
@@ -15,7 +16,7 @@ from loguru import logger
 
 from backend import costs
 from backend.accessions import RunStatus
-from backend.cloudinit import generate_host_key, render_user_data
+from backend.cloudinit import generate_host_key, launcher_url, nextflow_script, render_user_data
 from backend.compute.digitalocean import (
     DigitalOceanBackend,
     key_tag,
@@ -303,3 +304,46 @@ def test_droplets_are_listed_by_tag_across_pages(do_lab):
                                                       ("mf-562-1-bbbbbb", "2")]
     assert "tag_name=microfetch" in responses.calls[0].request.url
     assert "page=2" in responses.calls[1].request.url
+
+
+def test_the_user_data_pins_nextflow_and_writes_its_marker_last():
+    document = yaml.safe_load(render_user_data(
+        "mf-562-0-abcdef", generate_host_key(), nextflow_version="24.10.4",
+        nextflow_sha256="ab" * 32))
+    files = {f["path"]: f for f in document["write_files"]}
+    assert files["/etc/environment"] == {"path": "/etc/environment",
+                                         "content": "NXF_VER=24.10.4\n", "append": True}
+    script = files["/var/lib/microfetch/install-nextflow.sh"]["content"]
+    assert launcher_url("24.10.4") in script and "get.nextflow.io" not in script
+    assert "ab" * 32 in script
+    assert document["runcmd"][-1] == ["touch", "/srv/microfetch/mf-562-0-abcdef/.bootstrap.done"]
+    bare = yaml.safe_load(render_user_data("mf-562-0-abcdef", generate_host_key()))
+    assert "write_files" not in bare and "default-jre-headless" not in bare["packages"]
+
+
+@pytest.mark.parametrize("matches", [True, False])
+def test_the_nextflow_launcher_is_installed_only_when_its_checksum_matches(tmp_path, matches):
+    launcher = "#!/bin/sh\necho nextflow version $NXF_VER\n"
+    served = tmp_path / "served"
+    served.write_text(launcher if matches else launcher + "echo tampered\n")
+    tools = tmp_path / "tools"
+    tools.mkdir()
+    (tools / "curl").write_text(f'#!/bin/sh\nwhile [ "$1" != -o ]; do shift; done\n'
+                                f'cp {served} "$2"\n')  # the download, from a file
+    (tools / "curl").chmod(0o755)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    script = nextflow_script("24.10.4", hashlib.sha256(launcher.encode()).hexdigest(),
+                             bin_dir=str(bin_dir), rejected=str(tmp_path / "rejected"))
+
+    result = subprocess.run(["sh", "-c", script], capture_output=True, text=True, timeout=30,
+                            env={"PATH": f"{tools}:/usr/bin:/bin"})
+
+    if matches:
+        assert result.returncode == 0, result.stderr
+        assert (bin_dir / "nextflow").read_text() == launcher
+        assert "nextflow version 24.10.4" in result.stdout  # run once, pinned by NXF_VER
+    else:
+        assert result.returncode != 0  # fails closed: nothing installed, the reason kept
+        assert not (bin_dir / "nextflow").exists()
+        assert (tmp_path / "rejected").exists()
