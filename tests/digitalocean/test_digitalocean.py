@@ -17,13 +17,9 @@ from loguru import logger
 from backend import costs
 from backend.accessions import RunStatus
 from backend.cloudinit import generate_host_key, launcher_url, nextflow_script, render_user_data
-from backend.compute.digitalocean import (
-    DigitalOceanBackend,
-    key_tag,
-    startup_problems,
-    startup_warnings,
-)
+from backend.compute.digitalocean import DigitalOceanBackend, startup_problems, startup_warnings
 from backend.compute.do_api import DoApi
+from backend.compute.do_tags import key_tag
 from backend.errors import OperationError
 from backend.preflight import preflight
 from backend.reconcile import reconcile

@@ -17,8 +17,9 @@ import responses
 
 from backend.cloudinit import bootstrap_marker
 from backend.compute.base import Chunk, ChunkRun, prepare_folder
-from backend.compute.digitalocean import DigitalOceanBackend, install_id
+from backend.compute.digitalocean import DigitalOceanBackend
 from backend.compute.do_api import MAX_RETRY_AFTER, DoApi, QuotaReached
+from backend.compute.do_tags import install_id
 from backend.do_standin import DoStandIn
 from backend.errors import OperationError
 from backend.reconcile import reconcile

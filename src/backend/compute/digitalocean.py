@@ -16,95 +16,41 @@ Nothing doubles and nothing leaks:
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
-import os
 import re
-import secrets
-import shlex
 import time
 import urllib.parse
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-import paramiko
 from loguru import logger
 
 from backend import costs, remote
-from backend.cloudinit import (
-    NEXTFLOW_REJECTED,
-    WORKERS_ROOT,
-    bootstrap_marker,
-    generate_host_key,
-    render_user_data,
-)
+from backend.cloudinit import WORKERS_ROOT, generate_host_key, render_user_data
 from backend.compute.base import ComputeBackend, LiveWorker, SaveRecord, WorkerState
 from backend.compute.do_api import DoApi, DropletInfo, QuotaReached, UnclearAnswer
+from backend.compute.do_bootstrap import Bootstrap, pauses
+from backend.compute.do_tags import (
+    TAG,
+    droplet_tags,
+    has_install_tag,
+    install_id,
+    install_tag,
+    key_tag,
+    worker_tag,
+)
 from backend.errors import OperationError, UsageError
 from backend.logs import taxon_log
 from backend.settings import Settings
 from backend.timeutil import utc_now
 from backend.workers import Phase, WorkerRecord, WorkerStore
 
-TAG = "microfetch"
-WORKER_TAG, INSTALL_TAG, KEY_TAG = "mf-worker-", "mf-install-", "mf-hostkey-"
 FINGERPRINT = re.compile(r"^([0-9a-fA-F]{2}:){15}[0-9a-fA-F]{2}$")
 SIZES_TTL_SECONDS = 3600.0
 #: Creates tried for one worker when each answer is unclear and nothing appears in the list.
 CREATE_TRIES = 3
-#: How long one tool check on a fresh droplet may take (`nextflow -version` starts a JVM).
-TOOL_CHECK_SECONDS = 180
-FIRST_POLL_SECONDS = 0.5
 QUOTA_REPEAT_SECONDS = 600.0
-
-
-def pauses(longest: float) -> Iterator[float]:
-    """Waits between polls: a quick first look (a stand-in or a fast region is ready in a
-    second), then doubling up to ``longest``, so a slow one costs few API requests."""
-    wait = min(FIRST_POLL_SECONDS, longest)
-    while True:
-        yield wait
-        wait = min(wait * 2, longest)
-
-
-def worker_tag(name: str) -> str:
-    return WORKER_TAG + name
-
-
-def install_tag(install: str) -> str:
-    return INSTALL_TAG + install
-
-
-def key_tag(public_line: str) -> str:
-    """Which pinned host key a droplet was made with: a short hash of the public key."""
-    return KEY_TAG + hashlib.sha256(public_line.strip().encode()).hexdigest()[:16]
-
-
-def droplet_tags(record: WorkerRecord, install: str) -> list[str]:
-    return [TAG, f"{TAG}-taxon-{record.taxon_id}", f"{TAG}-chunk-{record.chunk}",
-            worker_tag(record.name), install_tag(install), key_tag(record.host_key)]
-
-
-def install_id(settings: Settings) -> str:
-    """``MICROFETCH_INSTALL_ID``, else the id kept in ``<data dir>/install_id`` (made once).
-
-    The file is linked into place, so two processes starting at once agree on one id.
-    """
-    if settings.install_id:
-        return settings.install_id
-    path = Path(settings.data_dir) / "install_id"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        draft = path.with_name(f".install_id.{os.getpid()}.{secrets.token_hex(4)}")
-        draft.write_text(secrets.token_hex(6) + "\n")
-        try:
-            os.link(draft, path)
-        except FileExistsError:
-            pass  # another process was first: its id is the one
-        finally:
-            draft.unlink()
-    return path.read_text().strip()
 
 
 def key_ids(settings: Settings) -> list[int | str]:
@@ -268,7 +214,11 @@ class DigitalOceanBackend(ComputeBackend):
         record.remote_dir = str(PurePosixPath(self.workers_root) / record.name)
         record.phase = Phase.STARTING
         save(record)
-        self._bootstrapped(record)
+        Bootstrap(f"droplet {record.droplet_id} ({record.name})", record.name,
+                  self.workers_root, self.settings.do_bootstrap_seconds,
+                  self.settings.nextflow_version, self.poll_seconds, self.sleep).run(
+            self.target(record), self.settings.ssh_connect_timeout,
+            self.settings.ssh_boot_seconds)
         remote.ship_and_start(self.target(record), folder, record.remote_dir,
                               self.settings.ssh_connect_timeout, self.settings.ssh_boot_seconds)
         record.phase = Phase.RUNNING
@@ -377,73 +327,6 @@ class DigitalOceanBackend(ComputeBackend):
 
     # bootstrap -----------------------------------------------------------------------------
 
-    def _bootstrapped(self, record: WorkerRecord) -> None:
-        """Return once the user data has finished and the tools answer; else OperationError."""
-        client = remote.connect(self.target(record), self.settings.ssh_connect_timeout,
-                                self.settings.ssh_boot_seconds)
-        try:
-            self._await_marker(client, record)
-            self._check_tools(client, record)
-        except (paramiko.SSHException, OSError, EOFError) as exc:  # e.g. it rebooted meanwhile
-            raise OperationError(f"droplet {record.droplet_id} ({record.name}) dropped the SSH "
-                                 f"session while it was checked ({type(exc).__name__}: {exc})"
-                                 ) from None
-        finally:
-            client.close()
-
-    def _await_marker(self, client: paramiko.SSHClient, record: WorkerRecord) -> None:
-        marker = shlex.quote(bootstrap_marker(record.name, self.workers_root))
-        ask = (f"if [ -f {marker} ]; then echo ready; else cloud-init status 2>/dev/null || "
-               "echo 'status: unknown (no cloud-init)'; fi")
-        deadline = time.monotonic() + self.settings.do_bootstrap_seconds
-        waits = pauses(self.poll_seconds)
-        while True:
-            answer = remote.run(client, ask).strip()
-            if answer == "ready":
-                return
-            finished = any(f"status: {word}" in answer for word in ("done", "error"))
-            # cloud-init says it finished: ask once more, the marker may have come meanwhile.
-            if finished and remote.run(client, ask).strip() != "ready":
-                raise OperationError(
-                    f"droplet {record.droplet_id} ({record.name}): cloud-init finished "
-                    f"({answer.splitlines()[0]}) without writing {marker}; see "
-                    "/var/log/cloud-init-output.log on a droplet made the same way")
-            if time.monotonic() >= deadline:
-                raise OperationError(
-                    f"droplet {record.droplet_id} ({record.name}): its user data did not finish "
-                    f"within {self.settings.do_bootstrap_seconds} s (cloud-init: "
-                    f"{answer.splitlines()[0] if answer else 'no answer'}); raise "
-                    "MICROFETCH_DO_BOOTSTRAP_SECONDS if the image is slow to install packages")
-            self.sleep(next(waits))
-
-    def tool_checks(self) -> dict[str, str]:
-        """What must answer on a droplet before its runner starts: name -> command."""
-        checks = {"python3": "python3 --version", "rsync": "rsync --version"}
-        version = self.settings.nextflow_version
-        if version:
-            checks["java"] = "java -version"
-            checks["nextflow"] = "nextflow -version"
-            # The runner inherits the SSH session's environment: the pin must be in it.
-            checks[f"NXF_VER={version}"] = f'test "$NXF_VER" = {shlex.quote(version)}'
-        return checks
-
-    def _check_tools(self, client: paramiko.SSHClient, record: WorkerRecord) -> None:
-        script = "; ".join(f"{command} >/dev/null 2>&1 || echo {shlex.quote(name)}"
-                           for name, command in self.tool_checks().items())
-        script += f"; [ -f {NEXTFLOW_REJECTED} ] && echo rejected; true"
-        missing = remote.run(client, script, timeout=TOOL_CHECK_SECONDS).split()
-        if "rejected" in missing:
-            raise OperationError(
-                f"droplet {record.droplet_id} ({record.name}): the Nextflow launcher it "
-                "downloaded does not match MICROFETCH_NEXTFLOW_SHA256, so it was not installed; "
-                "check the checksum against the release (docs/src/digitalocean.md)",
-                permanent=True)
-        if missing:
-            raise OperationError(
-                f"droplet {record.droplet_id} ({record.name}) finished its user data but "
-                f"{', '.join(missing)} does not answer; the runner was not started (check "
-                "MICROFETCH_DO_IMAGE and /var/log/cloud-init-output.log)")
-
     # firewall ------------------------------------------------------------------------------
 
     @property
@@ -504,7 +387,7 @@ class DigitalOceanBackend(ComputeBackend):
         may be another install's from before install ids: it is reported, never destroyed.
         """
         droplets = self.api.by_tag(TAG)
-        legacy = [d for d in droplets if not any(t.startswith(INSTALL_TAG) for t in d.tags)]
+        legacy = [d for d in droplets if not has_install_tag(d.tags)]
         named = {r.name for r in WorkerStore.of(self.settings).all()} if legacy else set()
         live = []
         for droplet in droplets:
