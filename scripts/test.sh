@@ -19,6 +19,7 @@ command -v fastp >/dev/null || need+=(fastp)
 command -v skesa >/dev/null || need+=(skesa)
 command -v megahit >/dev/null || need+=(megahit)
 command -v art_illumina >/dev/null || need+=(art-nextgen-simulation-tools)
+command -v systemd-analyze >/dev/null || need+=(systemd)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing Debian packages: ${need[*]}"
   # Another apt process (unattended upgrades, a second shell) may hold the lock: wait for it,

@@ -98,3 +98,22 @@ def test_the_highest_priority_then_the_oldest_check_goes_first():
     assert pick_due(rows[:3], NOW, DAY, False).taxonomy_id == 3
     assert pick_due(rows[:2], NOW, DAY, False).taxonomy_id == 2
     assert pick_due([row(5, last_checked=NOW)], NOW, DAY, False) is None
+
+
+def test_a_taxon_waiting_its_backoff_lets_the_others_of_its_priority_go_first():
+    rows = [row(1), row(2, last_checked=NOW - timedelta(days=3)), row(3, priority=1)]
+    waiting = {1: NOW + timedelta(minutes=5), 3: NOW + timedelta(minutes=1)}
+    assert pick_due(rows, NOW, DAY, False, waiting_until=waiting).taxonomy_id == 2
+    assert pick_due(rows[:1], NOW, DAY, False, waiting_until=waiting) is None
+    later = NOW + timedelta(minutes=2)  # 3's wait is over: its priority counts again
+    assert pick_due(rows, later, DAY, False, waiting_until=waiting).taxonomy_id == 3
+    assert pick_due(rows[:2], later + timedelta(minutes=5), DAY, False,
+                    waiting_until=waiting).taxonomy_id == 1
+
+
+def test_while_enas_checks_are_paused_only_stages_that_need_no_ena_are_due():
+    rows = [row(1), row(2, stage=Stage.FILTER), row(3, stage=Stage.DISPATCH, priority=5)]
+    assert pick_due(rows, NOW, DAY, False, checks_allowed=False).taxonomy_id == 2
+    assert pick_due(rows, NOW, DAY, True, checks_allowed=False).taxonomy_id == 3
+    assert pick_due(rows[:1], NOW, DAY, True, checks_allowed=False) is None
+    assert pick_due(rows[:1], NOW, DAY, True).taxonomy_id == 1

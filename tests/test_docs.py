@@ -64,6 +64,6 @@ def test_placeholders_in_angle_brackets_are_code_so_mdbook_shows_them():
     pages = [DOCS.parent / "README.md", *sorted(SRC.glob("*.md"))]
     for page in pages:
         text = re.sub(r"```.*?```", "", page.read_text(), flags=re.DOTALL)
-        text = re.sub(r"`[^`\n]*`", "", text)
+        text = re.sub(r"`[^`]*`", "", text)  # a code span may cross a line
         bare = re.findall(r"<[a-z][a-z _]*>", text)
         assert not bare, f"{page.name}: {bare}"

@@ -65,7 +65,16 @@ COLUMNS = (
     "attempts",
     "last_error",
     "fetched_at",
+    "assembly_status",
+    "assembly_path",
+    "assembly_md5",
+    "contigs",
+    "total_length",
+    "n50",
+    "assembly_error",
 )
+#: The assembly columns, in the order above (empty for a run not assembled).
+ASSEMBLY_COLUMNS = COLUMNS[COLUMNS.index("assembly_status"):]
 
 
 @dataclass
@@ -84,6 +93,13 @@ class Run:
     attempts: int = 0
     last_error: str = ""
     fetched_at: datetime | None = None
+    assembly_status: str = ""           # "", "assembled" or "failed"
+    assembly_path: str = ""             # under genomes/<taxon>/, e.g. ERR1/ERR1.contigs.fa.gz
+    assembly_md5: str = ""
+    contigs: int | None = None
+    total_length: int | None = None
+    n50: int | None = None
+    assembly_error: str = ""
 
     @property
     def accession(self) -> str:
@@ -126,20 +142,23 @@ class Run:
             self.exclusion_reason, self.status.value, self.worker, ";".join(self.fastq_files),
             ";".join(str(size) for size in self.fastq_bytes), ";".join(self.fastq_md5),
             self.total_bytes, self.attempts, self.last_error, format_time(self.fetched_at),
-            self.category,
+            self.category, self.assembly_status, self.assembly_path, self.assembly_md5,
+            self.contigs, self.total_length, self.n50, self.assembly_error,
         )
 
     @classmethod
     def from_sql(cls, row: sqlite3.Row | tuple[Any, ...]) -> Run:
-        """A run from a ``SELECT`` of :data:`SQL_COLUMNS` (taxon first, category last)."""
-        (_, accession, excluded, droplet_ip, reason, status, worker, files, sizes, md5s, _,
-         attempts, error, fetched_at, _) = row
+        """A run from a ``SELECT`` of :data:`SQL_COLUMNS`."""
+        values = dict(zip(SQL_COLUMNS, tuple(row), strict=True))
         return cls(
-            run_accession_number=accession, excluded=bool(excluded), droplet_ip=droplet_ip,
-            exclusion_reason=reason, status=RunStatus(status), worker=worker,
-            fastq_files=_split(files), fastq_bytes=tuple(int(x) for x in _split(sizes)),
-            fastq_md5=_split(md5s), attempts=attempts, last_error=error,
-            fetched_at=parse_time(fetched_at),
+            run_accession_number=values["accession"], excluded=bool(values["is_excluded"]),
+            droplet_ip=values["droplet_ip"], exclusion_reason=values["exclusion_reason"],
+            status=RunStatus(values["status"]), worker=values["worker"],
+            fastq_files=_split(values["fastq_files"]),
+            fastq_bytes=tuple(int(x) for x in _split(values["fastq_bytes"])),
+            fastq_md5=_split(values["fastq_md5"]), attempts=values["attempts"],
+            last_error=values["last_error"], fetched_at=parse_time(values["fetched_at"]),
+            **{name: values[name] for name in ASSEMBLY_COLUMNS},
         )
 
     def to_text(self) -> list[str]:
@@ -156,6 +175,8 @@ class Run:
             str(self.attempts),
             self.last_error,
             format_time(self.fetched_at),
+            *("" if getattr(self, name) is None else str(getattr(self, name))
+              for name in ASSEMBLY_COLUMNS),
         ]
 
     @classmethod
@@ -189,8 +210,20 @@ class Run:
             attempts=attempts,
             last_error=values.get("last_error", ""),
             fetched_at=fetched_at,
+            **_assembly_from_text(values),
         )
 
+
+
+def _assembly_from_text(values: dict[str, str]) -> dict[str, Any]:
+    """The assembly columns of a CSV row (absent in lists written before assembly existed)."""
+    numbers = ("contigs", "total_length", "n50")
+    found = {name: (values.get(name) or "").strip() for name in ASSEMBLY_COLUMNS}
+    try:
+        return {name: (int(text) if text else None) if name in numbers else text
+                for name, text in found.items()}
+    except ValueError as exc:
+        raise ValueError(f"bad assembly number: {exc}") from None
 
 
 def _split(text: str) -> tuple[str, ...]:
@@ -200,7 +233,7 @@ def _split(text: str) -> tuple[str, ...]:
 SQL_COLUMNS = (
     "taxon", "accession", "is_excluded", "droplet_ip", "exclusion_reason", "status", "worker",
     "fastq_files", "fastq_bytes", "fastq_md5", "total_bytes", "attempts", "last_error",
-    "fetched_at", "category",
+    "fetched_at", "category", *ASSEMBLY_COLUMNS,
 )
 _SELECT = f"SELECT {', '.join(SQL_COLUMNS)} FROM runs"
 _UPSERT = (

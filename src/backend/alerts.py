@@ -7,6 +7,7 @@ from pathlib import Path
 import requests
 from loguru import logger
 
+from backend.logs import elide_url, scrub
 from backend.registry import Registry
 from backend.statefile import locked, read_json, write_json
 
@@ -47,6 +48,8 @@ def _post(webhook: str, text: str) -> bool:
         response = requests.post(webhook, json={"text": text}, timeout=TIMEOUT_SECONDS)
         response.raise_for_status()
     except requests.RequestException as exc:
-        logger.warning("alert webhook failed ({}); will try again", exc)
+        # The webhook's path is its credential: requests quotes it in its errors.
+        logger.warning("alert webhook {} failed ({}: {}); tried again at the next pass",
+                       elide_url(webhook), type(exc).__name__, scrub(str(exc), webhook))
         return False
     return True

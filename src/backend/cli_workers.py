@@ -76,6 +76,7 @@ def cmd_workers_list(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_workers_destroy(args: argparse.Namespace, settings: Settings) -> int:
     """Destroy one worker now; its unfetched runs go back to pending."""
+    from backend.attempts import Cause
     from backend.compute import make_backend
     from backend.reconcile import close_record
 
@@ -85,7 +86,7 @@ def cmd_workers_destroy(args: argparse.Namespace, settings: Settings) -> int:
         raise UsageError(f"no worker named {args.name}; `microfetch workers` lists them")
     make_backend(settings).destroy(record)
     close_record(settings, store, Registry.from_settings(settings), record,
-                 f"destroyed by hand ({default_actor()})")
+                 f"destroyed by hand ({default_actor()})", Cause.BY_HAND)
     print(f"destroyed {args.name}; its unfetched runs are pending again")
     return EXIT_OK
 

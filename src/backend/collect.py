@@ -12,13 +12,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from backend.accessions import AccessionList, Exclusion, Run, RunStatus
+from backend.attempts import Cause, release
+from backend.circuit import record_file_host
 from backend.compute.base import ComputeBackend, WorkerState
 from backend.errors import OperationError
 from backend.exports import refresh_exports
 from backend.logs import taxon_log
-from backend.manifest import Verdict, verify_worker_output
+from backend.manifest import BadSummary, Verdict, read_done, verify_worker_output
 from backend.registry import Registry, Stage, Status
 from backend.settings import Settings
 from backend.statefile import locked
@@ -26,6 +29,8 @@ from backend.timeutil import format_time, utc_now
 from backend.workers import Phase, WorkerRecord, WorkerStore
 
 ACTOR = "collector"
+#: Backend states of a worker that will not finish: take what it has, give back the rest.
+ENDED = (WorkerState.GONE, WorkerState.CRASHED)
 #: How long a collection waits for another one working on the same worker.
 COLLECT_LOCK_SECONDS = 3600.0
 
@@ -82,81 +87,96 @@ class Collector:
                 return
             state = self.backend.status(record)
             finished = record.phase in (Phase.DONE, Phase.COLLECTING, Phase.HELD)
-            if state is WorkerState.GONE and not finished:
-                self._lost(record, report, now)
-            elif state is WorkerState.DONE or finished:
-                self._bring_home(record, report, now)
+            if state is WorkerState.DONE or finished or state in ENDED:
+                self._bring_home(record, report, now, state)
 
-    def _bring_home(self, record: WorkerRecord, report: CollectReport, now: datetime) -> None:
-        log = taxon_log(record.taxon_id)
+    def _bring_home(self, record: WorkerRecord, report: CollectReport, now: datetime,
+                    state: WorkerState) -> None:
+        """Pull what the worker has, keep every verified run, give back the rest, destroy it.
+
+        Also for a worker that stopped before it finished: its verified runs are not thrown
+        away, and only the runs it tried and failed cost an attempt.
+        """
         staging = Path(self.settings.data_dir) / "staging" / record.name
         if record.phase is Phase.HELD:
             shutil.rmtree(staging, ignore_errors=True)  # a person asked again: pull afresh
         self._set_phase(record.name, Phase.COLLECTING)
-        self.backend.pull(record, staging, self.settings.rsync_timeout)
+        try:
+            self.backend.pull(record, staging, self.settings.rsync_timeout)
+        except OperationError:
+            if state is WorkerState.DONE or state not in ENDED:
+                raise  # a finished worker we cannot reach yet: try again next pass
+            staging.mkdir(parents=True, exist_ok=True)  # gone with its data: nothing to take
+        try:
+            done = read_done(staging)
+        except BadSummary as exc:
+            self._hold(record, [str(exc)])
+            report.held.append(record.name)
+            return
+        if done is not None:  # a worker whose every run failed for the host's fault says so
+            record_file_host(self.settings, transient=_count(done, "runs_transient"),
+                             ok=_count(done, "runs_ok"), now=now)
         accessions = AccessionList.of(self.settings, record.taxon_id)
-        verdict = verify_worker_output(staging, record.runs, accessions.get(record.runs))
+        verdict = verify_worker_output(staging, record.runs, accessions.get(record.runs),
+                                       finished=done is not None,
+                                       products=record.extra.get("products", "reads"))
         if verdict.problems:
             self._hold(record, verdict.problems)
             report.held.append(record.name)
             return
+        self._move_home(record, verdict)
+        crashed = state is WorkerState.CRASHED
+        self._record_runs(accessions, record, verdict, now, untried_count=crashed)
+        self.backend.destroy(record)
+        ended = "" if done is not None else (
+            "the runner kept crashing; its supervisor gave up" if crashed
+            else "the worker stopped before it finished")
+        self._set_phase(record.name, Phase.DESTROYED, ended)
+        shutil.rmtree(staging, ignore_errors=True)
+        settle_taxon(self.settings, self.registry, self.store, record.taxon_id)
+        (report.collected if done is not None else report.lost).append(record.name)
+        report.runs_fetched += len(verdict.ok)
+        report.runs_failed += len(verdict.failed)
+        report.bytes_fetched += verdict.bytes_ok
+        taxon_log(record.taxon_id).info(
+            "collected {}{}: {} runs fetched, {} failed, {} failed for the host's fault, {} "
+            "not finished, {} bytes", record.name, f" ({ended})" if ended else "",
+            len(verdict.ok), len(verdict.failed), len(verdict.transient),
+            len(verdict.untried), verdict.bytes_ok)
+
+    def _move_home(self, record: WorkerRecord, verdict: Verdict) -> None:
         genomes = Path(self.settings.data_dir) / "genomes" / str(record.taxon_id)
         for run, files in verdict.ok.items():
             for staged in files:
                 target = genomes / run / staged.name
                 target.parent.mkdir(parents=True, exist_ok=True)
                 staged.replace(target)
-        self._record_runs(accessions, record, verdict, now)
-        self.backend.destroy(record)
-        self._set_phase(record.name, Phase.DESTROYED)
-        shutil.rmtree(staging, ignore_errors=True)
-        settle_taxon(self.settings, self.registry, self.store, record.taxon_id)
-        report.collected.append(record.name)
-        report.runs_fetched += len(verdict.ok)
-        report.runs_failed += len(verdict.failed)
-        report.bytes_fetched += verdict.bytes_ok
-        log.info("collected {}: {} runs fetched, {} failed, {} bytes", record.name,
-                 len(verdict.ok), len(verdict.failed), verdict.bytes_ok)
 
     def _record_runs(self, accessions: AccessionList, record: WorkerRecord, verdict: Verdict,
-                     now: datetime) -> None:
-        with accessions.edit([*verdict.ok, *verdict.failed]) as runs:
+                     now: datetime, untried_count: bool = False) -> None:
+        """Fold a verdict into the runs, by the one attempt rule (:func:`release`)."""
+        given_back = [*verdict.failed, *verdict.transient, *verdict.untried]
+        with accessions.edit([*verdict.ok, *given_back]) as runs:
             for accession in verdict.ok:
                 run = runs[accession]
                 run.status, run.fetched_at = RunStatus.FETCHED, now
                 run.droplet_ip, run.last_error = "", ""
-            for accession, error in verdict.failed.items():
-                if accession in runs:
-                    self._fail(runs[accession], f"worker {record.name}: {error}")
+                if accession in verdict.assemblies:
+                    note_assembly(run, verdict.assemblies[accession])
+            causes = [(verdict.failed, Cause.CONTENT), (verdict.transient, Cause.TRANSIENT)]
+            untried = {a: "the worker stopped before it tried this run"
+                       for a in verdict.untried}
+            causes.append((untried, Cause.TRIED if untried_count else Cause.NOT_TRIED))
+            for errors, cause in causes:
+                for accession, error in errors.items():
+                    run = runs.get(accession)
+                    if run is not None and run.worker == record.name:
+                        release(run, cause, f"worker {record.name}: {error}",
+                                self.settings.max_attempts)
             if verdict.ok:
                 accessions.db.connection().execute(
                     "INSERT INTO fetch_events (taxon, at, runs, bytes) VALUES (?, ?, ?, ?)",
                     (record.taxon_id, format_time(now), len(verdict.ok), verdict.bytes_ok))
-
-    def _fail(self, run: Run, error: str) -> None:
-        """A failed attempt: back to pending, or excluded once the attempts are used up."""
-        run.attempts += 1
-        run.last_error = error
-        run.droplet_ip = ""
-        run.status = RunStatus.PENDING
-        if run.attempts >= self.settings.max_attempts:
-            run.status = RunStatus.FAILED
-            run.exclude(Exclusion.FAILED_ATTEMPTS,
-                        f"{run.attempts} attempts failed, last: {error}")
-
-    def _lost(self, record: WorkerRecord, report: CollectReport, now: datetime) -> None:
-        """A worker that stopped without DONE.json: take nothing, its runs go back."""
-        error = "the worker stopped before it finished (no DONE.json); nothing was taken"
-        accessions = AccessionList.of(self.settings, record.taxon_id)
-        with accessions.edit(record.runs) as runs:
-            for run in runs.values():
-                if run.status is RunStatus.ASSIGNED:
-                    self._fail(run, f"worker {record.name}: {error}")
-        self.backend.destroy(record)
-        self._set_phase(record.name, Phase.DESTROYED, error)
-        settle_taxon(self.settings, self.registry, self.store, record.taxon_id)
-        report.lost.append(record.name)
-        taxon_log(record.taxon_id).warning("worker {}: {}", record.name, error)
 
     def _hold(self, record: WorkerRecord, problems: Sequence[str]) -> None:
         reason = (
@@ -175,6 +195,24 @@ class Collector:
             record.phase = phase
             if error:
                 record.last_error = error
+
+
+def _count(done: dict[str, Any], key: str) -> int:
+    value = done.get(key)
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def note_assembly(run: Run, report: dict[str, Any]) -> None:
+    """The numbers of a run's assembly report, on the run (the accession list's columns)."""
+    assembled = report.get("status") == "assembled"
+    run.assembly_status = "assembled" if assembled else "failed"
+    run.assembly_path = f"{run.accession}/{run.accession}.contigs.fa.gz" if assembled else ""
+    run.assembly_md5 = str(report.get("contigs_md5") or "") if assembled else ""
+    for name in ("contigs", "total_length", "n50"):
+        value = report.get(name)
+        setattr(run, name, value if isinstance(value, int) and not isinstance(value, bool)
+                else None)
+    run.assembly_error = " ".join(str(report.get("error") or "").split())[:500]
 
 
 def settle_taxon(settings: Settings, registry: Registry, store: WorkerStore,

@@ -17,6 +17,7 @@ from typing import Any
 
 from loguru import logger
 
+from backend.errors import OperationError
 from backend.jobs import Jobs
 from backend.metrics import DaemonStatus, record_job
 from backend.preflight import preflight
@@ -24,15 +25,24 @@ from backend.settings import Settings
 from backend.timeutil import utc_now
 
 
-def guarded(name: str, step: Callable[[], str], status: DaemonStatus) -> Callable[[], None]:
-    """A scheduler job: run the step, log and count the outcome, never raise."""
+def guarded(name: str, step: Callable[[], str], status: DaemonStatus,
+            every: int = 0) -> Callable[[], None]:
+    """A scheduler job: run the step, log and count the outcome, never raise.
+
+    An expected failure (an :class:`OperationError`: a service down, a transfer cut) is one
+    line with the next try; anything else is a surprise and gets its traceback.
+    """
 
     def job() -> None:
         started = time.monotonic()
         try:
             outcome = step()
+        except OperationError as exc:
+            logger.warning("job {} failed ({}); next run in {} s", name, exc, every)
+            record_job(status, name, ok=False, detail=str(exc))
+            return
         except Exception as exc:  # the scheduler must live on whatever a step does
-            logger.opt(exception=exc).error("job {} failed: {}", name, exc)
+            logger.opt(exception=exc).error("job {} failed unexpectedly: {}", name, exc)
             record_job(status, name, ok=False, detail=str(exc))
             return
         logger.info("job {}: {} ({:.1f} s)", name, outcome, time.monotonic() - started)
@@ -62,7 +72,7 @@ class Service:
         )
         for name, step, seconds in specs:
             self.scheduler.add_job(
-                guarded(name, step, self.status), "interval", seconds=seconds, id=name,
+                guarded(name, step, self.status, seconds), "interval", seconds=seconds, id=name,
                 max_instances=1, coalesce=True, misfire_grace_time=max(seconds, 30),
                 next_run_time=datetime.now(UTC),
             )

@@ -17,9 +17,11 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 
 from backend.accessions import AccessionList, Exclusion, Run, RunStatus
+from backend.attempts import Cause, release
 from backend.chunking import Item, plan_chunks
+from backend.circuit import dispatch_paused
 from backend.collect import settle_taxon
-from backend.compute.base import Chunk, ChunkRun, ComputeBackend, prepare_folder
+from backend.compute.base import Chunk, ChunkRun, ComputeBackend, prepare_folder, worker_options
 from backend.errors import OperationError
 from backend.logs import taxon_log
 from backend.registry import Registry, Status
@@ -72,6 +74,10 @@ class Dispatcher:
                  stopping: Callable[[], bool] = lambda: False) -> DispatchReport:
         """Start as many workers for this taxon's pending runs as the caps allow."""
         report = DispatchReport()
+        paused = dispatch_paused(self.settings, now)
+        if paused:  # the file host is down: a worker now would only wait and bill
+            report.waiting = paused
+            return report
         log = taxon_log(taxon_id)
         accessions = AccessionList.of(self.settings, taxon_id)
         slots = self.free_slots()
@@ -164,9 +170,10 @@ class Dispatcher:
                 starting = self._starting(name)
                 starting.acquire()
                 marks = ", ".join("?" * len(runs))
+                # `+category`: look the runs up by accession, not by scanning every pending one
                 claimed = con.execute(
                     f"UPDATE runs SET status = 'assigned', category = 'assigned', worker = ? "
-                    f"WHERE taxon = ? AND category = 'pending' AND accession IN ({marks})",
+                    f"WHERE taxon = ? AND accession IN ({marks}) AND +category = 'pending'",
                     (name, taxon_id, *(r.accession for r in runs))).rowcount
                 if claimed != len(runs):
                     raise _Taken  # rolls the whole claim back
@@ -174,6 +181,7 @@ class Dispatcher:
                     name=name, backend=self.backend.name, taxon_id=taxon_id, chunk=chunk,
                     runs=[r.accession for r in runs], bytes=sum(r.total_bytes for r in runs),
                     token_sha256=token_hash(token), created_at=utc_now(),
+                    extra={"products": self.settings.worker_products},
                 ))
         except _Taken:
             if starting is not None:
@@ -189,7 +197,7 @@ class Dispatcher:
                                             for r in runs))
         assert self.settings.pipeline_dir is not None
         return prepare_folder(self.outbox(name), spec, token, self.settings.callback_url,
-                              self.settings.pipeline_dir)
+                              self.settings.pipeline_dir, worker_options(self.settings))
 
     def _start(self, name: str) -> bool:
         record = self.store.get(name)
@@ -229,7 +237,8 @@ class Dispatcher:
         with AccessionList.of(self.settings, record.taxon_id).edit(record.runs) as rows:
             for run in rows.values():
                 if run.worker == record.name and run.status is RunStatus.ASSIGNED:
-                    run.status, run.droplet_ip = RunStatus.PENDING, ""
+                    release(run, Cause.NOT_TRIED, f"starting worker {record.name} failed",
+                            self.settings.max_attempts)
 
     def resume(self) -> list[str]:
         """Finish starting workers whose record was claimed before a crash."""

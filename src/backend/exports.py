@@ -8,6 +8,7 @@ change runs write them before they exit; the daemon at most every
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -22,13 +23,16 @@ def genomes_dir(settings: Any, taxon_id: int) -> Path:
 
 
 def write_samplesheet(genomes: Path, runs: Iterable[Run]) -> Path:
-    """``samplesheet.csv`` (nf-core style) of fetched runs: sample,fastq_1,fastq_2."""
+    """``samplesheet.csv`` (nf-core style) of fetched runs whose reads are at home (with
+    ``assembly`` a run may bring only its contigs): sample,fastq_1,fastq_2."""
 
     def write(handle: Any) -> None:
         handle.write("sample,fastq_1,fastq_2\n")
         for run in runs:
             folder = genomes / run.accession
             names = sorted(Path(path).name for path in run.fastq_files)
+            if run.assembly_status and not (names and (folder / names[0]).exists()):
+                continue  # assembled on the worker: the reads stayed there
             first = next((n for n in names if n.endswith("_1.fastq.gz")),
                          names[0] if names else "")
             second = next((n for n in names if n.endswith("_2.fastq.gz")), "")
@@ -40,11 +44,46 @@ def write_samplesheet(genomes: Path, runs: Iterable[Run]) -> Path:
     return target
 
 
+#: ``assemblies.tsv``: one row per assembled run, the report's numbers and the contigs' path.
+ASSEMBLY_FIELDS = ("run", "contigs", "total_length", "n50", "largest_contig", "gc", "depth",
+                   "reads_in", "bases_in", "assembler", "contigs_md5", "path")
+
+
+def write_assemblies(genomes: Path, runs: Iterable[Run]) -> Path:
+    """``assemblies.tsv`` of the taxon's assembled runs (reports read from home)."""
+
+    def write(handle: Any) -> None:
+        handle.write("\t".join(ASSEMBLY_FIELDS) + "\n")
+        for run in runs:
+            if run.assembly_status != "assembled":
+                continue
+            report = _report(genomes / run.accession / f"{run.accession}.assembly.json")
+            values = {**report, "run": run.accession, "contigs_md5": run.assembly_md5,
+                      "path": str((genomes / run.assembly_path).resolve())}
+            handle.write("\t".join("" if values.get(k) is None else str(values[k])
+                                   for k in ASSEMBLY_FIELDS) + "\n")
+
+    target = genomes / "assemblies.tsv"
+    atomic_write_via(target, write)
+    return target
+
+
+def _report(path: Path) -> dict[str, Any]:
+    try:
+        report = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return report if isinstance(report, dict) else {}
+
+
 def export_taxon(settings: Any, taxon_id: int) -> None:
-    """Write both files of one taxon now."""
+    """Write the taxon's files now."""
     accessions = AccessionList.of(settings, taxon_id)
     accessions.export()
-    write_samplesheet(genomes_dir(settings, taxon_id), accessions.runs(category="fetched"))
+    genomes = genomes_dir(settings, taxon_id)
+    write_samplesheet(genomes, accessions.runs(category="fetched"))
+    if settings.worker_products != "reads" or (genomes / "assemblies.tsv").exists():
+        write_assemblies(genomes, accessions.runs(category="fetched"))
     accessions.db.set_meta(f"exported:{taxon_id}", str(time.time()))
 
 

@@ -15,6 +15,15 @@ from pathlib import Path
 from loguru import logger
 
 from backend.alerts import send_alerts
+from backend.circuit import (
+    Circuit,
+    checks_paused,
+    claim_check,
+    ena_answered,
+    ena_failed,
+    file_host_paused,
+)
+from backend.circuit import State as CircuitState
 from backend.collect import Collector
 from backend.compute import make_backend
 from backend.compute.base import ComputeBackend
@@ -24,10 +33,30 @@ from backend.errors import OperationError
 from backend.logs import taxon_log
 from backend.registry import Registry, Stage, Status
 from backend.settings import Settings
-from backend.timeutil import utc_now
+from backend.timeutil import format_time, utc_now
+from backend.turns import taxon_failed, taxon_passed, waits
 from backend.workers import WorkerStore
 
 ACTOR = "daemon"
+#: How `fetch_accession_links.record_failure` words the park it makes on a third failure.
+CHECK_PARK_PREFIX = "ENA failed "
+#: How `ena.EnaError` ends a transient failure's message; the heartbeat says when instead.
+RETRY_CLAUSE = "; it is tried again"
+#: A probe of ENA's portal: short, and never retried (the check before it already was).
+PROBE_TIMEOUT_SECONDS = 10.0
+
+
+def portal_answers(settings: Settings) -> bool:
+    """Does ENA's portal answer at all? A refusal (4xx) is an answer; silence or 5xx is not."""
+    from backend.ena import EnaClient, EnaError
+
+    probe = settings.with_overrides(
+        ena_retries=0, ena_timeout=min(settings.ena_timeout, PROBE_TIMEOUT_SECONDS))
+    try:
+        EnaClient(probe).count("tax_eq(1)")
+    except EnaError as exc:
+        return exc.permanent
+    return True
 
 
 @dataclass
@@ -52,29 +81,39 @@ class Jobs:
     # heartbeat ---------------------------------------------------------------------------
 
     def heartbeat(self, now: datetime | None = None) -> str:
-        """Finish interrupted starts, then advance the due taxon by as many stages as it can."""
+        """Finish interrupted starts, then advance the due taxon by as many stages as it can.
+
+        Checks wait while ENA's circuit is open, new workers while the file host's is; a taxon
+        whose last pass failed for a transient cause waits its own backoff while others go.
+        """
         now = now or utc_now()
         resumed = self.dispatcher.resume()
-        recheck = timedelta(hours=self.settings.recheck_hours)
-        row = pick_due(self.registry.load(), now, recheck, self.dispatcher.free_slots() > 0)
+        paused = checks_paused(self.settings, now)
+        capacity = self.dispatcher.free_slots() > 0 and not file_host_paused(self.settings, now)
+        row = pick_due(self.registry.load(), now, timedelta(hours=self.settings.recheck_hours),
+                       capacity, checks_allowed=paused is None,
+                       waiting_until={t: w.next_try for t, w in waits(self.settings).items()})
         if row is None:
-            return f"resumed {len(resumed)} workers; nothing due" if resumed else "nothing due"
+            idle = f"resumed {len(resumed)} workers; nothing due" if resumed else "nothing due"
+            return f"{idle} ({paused})" if paused else idle
+        if row.stage is Stage.CHECK and not claim_check(self.settings, now):
+            return "nothing due (another process is trying ENA)"
         try:
             return self._advance(row.taxonomy_id, now)
-        except Exception as exc:  # a bug or an unforeseen state: park the taxon, keep going
-            self._park(row.taxonomy_id, exc)
-            return f"taxon {row.taxonomy_id}: error: {exc}"
+        except Exception as exc:  # sorted by cause in _failed; the loop goes on
+            return self._failed(row.taxonomy_id, exc, now)
         finally:
             self._alert()
 
     def _advance(self, taxon_id: int, now: datetime) -> str:
-        from backend.fetch_accession_links import check_taxon
         from backend.parse_fetched_data import filter_taxon
 
         done = []
         stage = self.registry.get(taxon_id).stage
         if stage is Stage.CHECK and not self.stop.is_set():
-            check_taxon(self.settings, self.registry, taxon_id, now)
+            failed = self._check(taxon_id, now)
+            if failed:
+                return f"taxon {taxon_id}: {failed}"
             done.append("checked")
             stage = self.registry.get(taxon_id).stage
         if stage is Stage.FILTER and not self.stop.is_set():
@@ -85,19 +124,91 @@ class Jobs:
             report = self.dispatcher.dispatch(taxon_id, now, self.stop.is_set)
             done.append(f"started {len(report.started)} workers"
                         + (f" ({report.waiting})" if report.waiting else ""))
+        taxon_passed(self.settings, taxon_id)
         return f"taxon {taxon_id}: " + (", ".join(done) or "nothing to do")
 
-    def _park(self, taxon_id: int, exc: Exception) -> None:
-        taxon_log(taxon_id).opt(exception=exc).error("heartbeat failed: {}", exc)
+    def _check(self, taxon_id: int, now: datetime) -> str:
+        """Check the taxon against ENA; on a transient failure, the one line saying what next.
+
+        ENA not answering pauses every taxon's check (the circuit), not this taxon's alone;
+        ENA answering others but failing this taxon makes this taxon wait its turn.
+        """
+        from backend.fetch_accession_links import check_taxon
+
+        try:
+            check_taxon(self.settings, self.registry, taxon_id, now)
+        except OperationError as exc:
+            if exc.permanent:
+                raise
+            self._unpark_transient(taxon_id)
+            cause = str(exc).split(RETRY_CLAUSE)[0]  # the next try is told here, not there
+            if not portal_answers(self.settings):
+                circuit = ena_failed(self.settings, cause, now)
+                logger.warning("ENA unreachable ({}); checks of every taxon paused until {} "
+                               "(failed try {})", cause, format_time(circuit.next_try),
+                               circuit.failures)
+                return f"ENA unreachable; checks paused until {format_time(circuit.next_try)}"
+            self._back_to(ena_answered(self.settings, now), now)
+            wait = taxon_failed(self.settings, taxon_id, cause, now)
+            taxon_log(taxon_id).warning("check failed ({}); next try at {}", cause,
+                                        format_time(wait.next_try))
+            return f"check failed; next try at {format_time(wait.next_try)}"
+        self._back_to(ena_answered(self.settings, now), now)
+        return ""
+
+    def _back_to(self, before: Circuit, now: datetime) -> None:
+        if before.state is not CircuitState.CLOSED:
+            logger.info("ENA answers again after an outage since {}; checks resume",
+                        format_time(before.since))
+
+    def _unpark_transient(self, taxon_id: int) -> None:
+        """Undo what the check stage counts for a transient failure: it parks after three.
+
+        ``check_taxon`` keeps its own count in ``failures.json`` and parks the taxon on the
+        third failure in a row, whatever the cause; an outage must cost nothing, so the count
+        is reset and a park it made for that reason is lifted.
+        """
+        from backend.fetch_accession_links import clear_failures
+
+        clear_failures(self.settings, taxon_id)
+        row = self.registry.get(taxon_id)
+        if row.needs_attention.startswith(CHECK_PARK_PREFIX):
+            self.registry.update(taxon_id, ACTOR, needs_attention="",
+                                 last_run_status=Status.WARNING, generated_warning=True)
+
+    def _failed(self, taxon_id: int, exc: Exception, now: datetime) -> str:
+        """A stage raised: back off for a transient cause, park for one a person must fix."""
         if isinstance(exc, OperationError) and not exc.permanent:
-            self.registry.update(taxon_id, ACTOR, last_run_status=Status.WARNING,
+            wait = taxon_failed(self.settings, taxon_id, str(exc), now)
+            taxon_log(taxon_id).warning("{} ({}); next try at {}", type(exc).__name__, exc,
+                                        format_time(wait.next_try))
+            if self.registry.get(taxon_id).last_run_status is not Status.ERROR:
+                self.registry.update(taxon_id, ACTOR, last_run_status=Status.WARNING,
+                                     generated_warning=True)
+            return f"taxon {taxon_id}: {exc}; next try at {format_time(wait.next_try)}"
+        if isinstance(exc, OperationError):
+            reason = f"{exc}; once that is fixed, `microfetch attention clear {taxon_id}`"
+        else:
+            # A surprise: the traceback goes to the main log only, without variable values;
+            # the taxon's own log (shown on its public page) gets the one line.
+            logger.opt(exception=exc).error("taxon {}: unexpected error in the heartbeat: {}",
+                                            taxon_id, exc)
+            reason = (f"unexpected error in the heartbeat: {type(exc).__name__}: {exc}; see "
+                      f"the main log, then `microfetch attention clear {taxon_id}`")
+        self._park(taxon_id, reason)
+        return f"taxon {taxon_id}: parked: {reason}"
+
+    def _park(self, taxon_id: int, reason: str) -> None:
+        """Park for a person; a reason the stage already gave is kept as it is."""
+        row = self.registry.get(taxon_id)
+        if row.needs_attention:
+            reason = row.needs_attention
+        else:
+            self.registry.update(taxon_id, ACTOR, needs_attention=reason)
+        if row.last_run_status is not Status.ERROR or not row.generated_warning:
+            self.registry.update(taxon_id, ACTOR, last_run_status=Status.ERROR,
                                  generated_warning=True)
-            return
-        self.registry.update(
-            taxon_id, ACTOR, last_run_status=Status.ERROR, generated_warning=True,
-            needs_attention=f"unexpected error in the heartbeat: {exc}; see the taxon's log, "
-                            "then `microfetch attention clear` to let it run again",
-        )
+        taxon_log(taxon_id).error("parked: {}", reason)
 
     # collector and reconciler -------------------------------------------------------------
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from backend.accessions import AccessionList, RunStatus
+from backend.attempts import Cause, release
 from backend.collect import settle_taxon
 from backend.compute.base import ComputeBackend, LiveWorker
 from backend.errors import OperationError
@@ -21,7 +22,7 @@ from backend.logs import taxon_log
 from backend.registry import Registry
 from backend.settings import Settings
 from backend.statefile import locked
-from backend.timeutil import utc_now
+from backend.timeutil import format_time, utc_now
 from backend.workers import Phase, WorkerRecord, WorkerStore, parse_worker_name
 
 ACTOR = "reconciler"
@@ -61,9 +62,44 @@ def reconcile(settings: Settings, backend: ComputeBackend, store: WorkerStore,
         if name not in live:
             if _close(settings, store, registry, record):
                 report.closed.append(name)
-        elif _too_old(settings, registry, record, now):
+        elif _too_old(settings, registry, record, now) or _stuck(settings, registry, record,
+                                                                 now):
             report.flagged.append(name)
     return report
+
+
+def _stuck(settings: Settings, registry: Registry, record: WorkerRecord, now: datetime) -> bool:
+    """A worker too long in a waiting phase: say so, with what to do, in needs_attention."""
+    limits = {
+        Phase.STARTING: (settings.start_deadline_minutes * 60, "starting",
+                         "check that the host boots and the runner starts (its "
+                         "run_chunk.out), or raise MICROFETCH_START_DEADLINE_MINUTES"),
+        Phase.COLLECTING: (settings.collect_deadline_hours * 3600, "collecting",
+                           "check the network to the worker and free disk at home, or raise "
+                           "MICROFETCH_COLLECT_DEADLINE_HOURS"),
+        Phase.DONE: (settings.collect_deadline_hours * 3600, "waiting to be collected",
+                     "check `microfetch collect` and the daemon's log"),
+    }
+    if record.phase not in limits or record.phase_since is None:
+        return False
+    seconds, doing, hint = limits[record.phase]
+    if _age(record.phase_since, now) < seconds:
+        return False
+    return _flag(registry, record.taxon_id,
+                 f"worker {record.name} has been {doing} since {format_time(record.phase_since)}"
+                 f"; {hint}, then `microfetch attention clear {record.taxon_id}`, or "
+                 f"`microfetch workers destroy {record.name}` to give its runs back")
+
+
+def _flag(registry: Registry, taxon_id: int, reason: str) -> bool:
+    """Park a taxon with this reason unless it is parked already (the first reason stays)."""
+    with registry.transaction(ACTOR) as table:
+        row = table.get(taxon_id)
+        if row is None or row.needs_attention:
+            return False
+        row.needs_attention = reason
+    taxon_log(taxon_id).warning(reason)
+    return True
 
 
 def _age(created_at: datetime | None, now: datetime) -> float:
@@ -110,8 +146,9 @@ def _close(settings: Settings, store: WorkerStore, registry: Registry,
 
 
 def close_record(settings: Settings, store: WorkerStore, registry: Registry,
-                 record: WorkerRecord, reason: str) -> bool:
-    """Mark a worker destroyed and give its assigned runs back; False if already closed."""
+                 record: WorkerRecord, reason: str, cause: Cause = Cause.NOT_TRIED) -> bool:
+    """Mark a worker destroyed and give its assigned runs back (by the attempt rule, which
+    counts nothing for a vanished worker or one a person destroyed); False if already closed."""
     try:
         with locked(store.folder / f"{record.name}.collect", timeout=0.5):
             current = store.get(record.name)
@@ -120,7 +157,7 @@ def close_record(settings: Settings, store: WorkerStore, registry: Registry,
             with AccessionList.of(settings, record.taxon_id).edit(record.runs) as runs:
                 for run in runs.values():
                     if run.status is RunStatus.ASSIGNED and run.worker == record.name:
-                        run.status, run.droplet_ip, run.last_error = RunStatus.PENDING, "", reason
+                        release(run, cause, reason, settings.max_attempts)
             with store.edit(record.name) as edited:
                 edited.phase, edited.last_error = Phase.DESTROYED, reason
     except OperationError:
@@ -139,9 +176,4 @@ def _too_old(settings: Settings, registry: Registry, record: WorkerRecord,
     reason = (f"worker {record.name} is older than {settings.worker_max_age_hours:g} h; check "
               f"it, then `microfetch workers destroy {record.name}` or raise "
               "MICROFETCH_WORKER_MAX_AGE_HOURS")
-    with registry.transaction(ACTOR) as table:
-        row = table.get(record.taxon_id)
-        if row is None or row.needs_attention:
-            return False
-        row.needs_attention = reason
-    return True
+    return _flag(registry, record.taxon_id, reason)

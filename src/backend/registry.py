@@ -214,6 +214,10 @@ class Table(dict[int, Taxon]):
         return self[taxon_id]
 
 
+#: Taxon counts by registry path, with the file state they were read from.
+_COUNTS: dict[str, tuple[tuple[str, int, int, int], int]] = {}
+
+
 class Registry:
     """Reads and changes ``microfetch.csv`` under the lock discipline of :mod:`statefile`.
 
@@ -240,6 +244,17 @@ class Registry:
     def load(self) -> list[Taxon]:
         """Every row, in file order; an empty list when the file does not exist yet."""
         return self._read()[0]
+
+    def count(self) -> int:
+        """How many taxa; parses the file only when it changed (``/healthz`` asks often)."""
+        try:
+            stat = self.path.stat()
+        except FileNotFoundError:
+            return 0
+        key = (str(self.path), stat.st_mtime_ns, stat.st_size, stat.st_ino)
+        if _COUNTS.get(key[0], (None, 0))[0] != key:
+            _COUNTS[key[0]] = (key, len(self.load()))
+        return _COUNTS[key[0]][1]
 
     def get(self, taxon_id: int) -> Taxon:
         for row in self.load():
@@ -316,8 +331,9 @@ class Registry:
         Returns True when the file was created (callers tell the person which file it is).
         """
         if self.path.exists() and (self.path.is_dir() or self.path.stat().st_size > 0):
-            rows, outdated = self._read()
-            if not outdated:
+            with self._open() as handle:  # the header alone says whether columns are missing
+                header = next(csv.reader(handle), None)
+            if header is not None and tuple(name.strip() for name in header) == COLUMNS:
                 return False
         try:
             with locked(self.path):

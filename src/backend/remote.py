@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
+import json
 import shlex
 import socket
 import stat
@@ -21,7 +22,7 @@ from pathlib import Path, PurePosixPath
 
 import paramiko
 
-from backend.compute.base import WorkerState
+from backend.compute.base import WorkerState, state_from_supervisor
 from backend.errors import OperationError
 from backend.statefile import atomic_write_text
 from backend.workers import NAME_PATTERN
@@ -147,32 +148,68 @@ def upload_folder(client: paramiko.SSHClient, local: Path, remote_dir: str) -> N
         sftp.close()
 
 
-def start_runner(client: paramiko.SSHClient, remote_dir: str) -> None:
-    """Start the chunk runner detached (own session), so it survives the disconnect."""
+def preflight(client: paramiko.SSHClient, remote_dir: str) -> None:
+    """The worker's own check (Python >= 3.9, disk, tools) before its chunk starts."""
     folder = _checked(remote_dir)
-    # Every stream redirected: a background job holding the channel would keep it open.
-    run(client, f"setsid nohup python3 {folder}/nextflow/bin/run_chunk.py {folder} "
-                f"> {folder}/run_chunk.out 2>&1 < /dev/null &")
+    out = run(client, f"python3 {folder}/nextflow/bin/preflight.py {folder} || true")
+    try:
+        report = json.loads(out.strip().splitlines()[-1])
+    except (IndexError, ValueError):
+        raise OperationError(f"the worker host cannot run the chunk: python3 is missing or "
+                             f"too old to run preflight.py ({out.strip()[-200:]})",
+                             permanent=True) from None
+    if not report.get("ok"):
+        raise OperationError("the worker host cannot run the chunk: "
+                             + "; ".join(map(str, report.get("reasons") or ["unknown"])),
+                             permanent=True)
 
 
-STATE_SCRIPT = """
-if [ -f {d}/out/DONE.json ]; then echo done
-elif [ -f {d}/run_chunk.pid ] && kill -0 "$(cat {d}/run_chunk.pid)" 2>/dev/null; then echo running
-elif [ -d {d} ] && [ ! -f {d}/run_chunk.pid ]; then echo starting
-else echo gone; fi
+#: systemd where it runs and we are root (it restarts the supervisor, also after a reboot);
+#: otherwise the supervisor alone, in its own session so it survives the disconnect.
+START_SCRIPT = """
+unit={d}/nextflow/microfetch-worker@.service
+if [ -d /run/systemd/system ] && [ "$(id -u)" = 0 ] && [ -f "$unit" ] \
+   && command -v systemctl >/dev/null; then
+  install -m 0644 "$unit" /etc/systemd/system/microfetch-worker@.service
+  mkdir -p /etc/microfetch
+  echo "MICROFETCH_WORKERS_DIR={parent}" > /etc/microfetch/worker.env
+  systemctl daemon-reload && systemctl start microfetch-worker@{name}.service && echo systemd
+else
+  setsid nohup python3 {d}/nextflow/bin/supervise.py {d} --log {d}/run_chunk.out \
+    > /dev/null 2>&1 < /dev/null &
+  echo supervise
+fi
 """
 
 
+def start_runner(client: paramiko.SSHClient, remote_dir: str) -> str:
+    """Start the supervised runner; returns how (``systemd`` or ``supervise``)."""
+    folder = _checked(remote_dir)
+    path = PurePosixPath(remote_dir)
+    return run(client, START_SCRIPT.format(d=folder, parent=shlex.quote(str(path.parent)),
+                                           name=path.name)).strip().splitlines()[-1]
+
+
 def runner_state(client: paramiko.SSHClient, remote_dir: str) -> WorkerState:
-    return WorkerState(run(client, STATE_SCRIPT.format(d=_checked(remote_dir))).strip())
+    """The supervisor's own answer: the runner named by its id, never a bare pid."""
+    folder = _checked(remote_dir)
+    out = run(client, f"if [ -d {folder} ]; then python3 {folder}/nextflow/bin/supervise.py "
+                      f"--status {folder}; else echo '{{\"state\": \"gone\"}}'; fi")
+    try:
+        answer = json.loads(out.strip().splitlines()[-1])
+    except (IndexError, ValueError):
+        answer = {"state": "gone"}
+    return state_from_supervisor(answer)
 
 
 def remove_worker(client: paramiko.SSHClient, remote_dir: str) -> None:
-    """Stop the runner's process group, then remove the folder."""
+    """Stop the runner for good (and its unit), then its process group, then the folder."""
     folder = _checked(remote_dir)
-    run(client, f'if [ -f {folder}/run_chunk.pid ]; then pid="$(cat {folder}/run_chunk.pid)"; '
-                'kill -TERM -- "-$pid" 2>/dev/null; sleep 1; kill -KILL -- "-$pid" 2>/dev/null; '
-                f"fi; rm -rf -- {folder}")
+    name = PurePosixPath(remote_dir).name
+    run(client, f"if [ -d {folder} ]; then python3 {folder}/nextflow/bin/supervise.py --stop "
+                f"--kill-after 15 {folder} >/dev/null 2>&1; fi; "
+                f"systemctl stop microfetch-worker@{name}.service >/dev/null 2>&1; "
+                f"rm -rf -- {folder}")
 
 
 def list_workers(client: paramiko.SSHClient, base: str) -> list[str]:
@@ -203,6 +240,7 @@ def ship_and_start(target: SshTarget, folder: Path, remote_dir: str, connect_tim
     try:
         run(client, f"mkdir -p {shlex.quote(str(PurePosixPath(remote_dir).parent))}")
         upload_folder(client, folder, remote_dir)
+        preflight(client, remote_dir)
         start_runner(client, remote_dir)
     finally:
         client.close()
@@ -225,4 +263,4 @@ def pull_out(target: SshTarget, remote_dir: str, dest: Path, known_hosts: Path,
     rsh = rsync_rsh(target, write_known_hosts(target, known_hosts), connect_timeout)
     dest.mkdir(parents=True, exist_ok=True)
     argv = rsync_pull_argv(f"{target.user}@{target.host}:{remote_dir}/out", dest, io_timeout, rsh)
-    run_local(argv, timeout=io_timeout * 10, what=what)
+    run_local(argv, timeout=None, what=what)

@@ -145,9 +145,13 @@ def _pattern(regex: str, expected: str) -> Parser:
     return parse
 
 
-def _setting(env: str, default: Any, parse: Parser, help: str, shown: str | None = None) -> Any:
-    """A dataclass field that knows its environment variable, parser and documentation."""
-    meta = {"env": env, "parse": parse, "help": help, "shown": shown}
+def _setting(env: str, default: Any, parse: Parser, help: str, shown: str | None = None,
+             secret: bool = False) -> Any:
+    """A dataclass field that knows its environment variable, parser and documentation.
+
+    A ``secret`` field (a token, a URL whose path is a credential) is never shown by ``repr``.
+    """
+    meta = {"env": env, "parse": parse, "help": help, "shown": shown, "secret": secret}
     if isinstance(default, tuple | list):
         return field(default=tuple(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -234,6 +238,15 @@ class Settings:
         "MICROFETCH_ENA_MAX_RPS", 10.0, _float(0.1, 49, unit=" of requests per second"),
         "Most requests per second sent to ENA (ENA refuses over 50).",
     )
+    outage_backoff_seconds: float = _setting(
+        "MICROFETCH_OUTAGE_BACKOFF_SECONDS", 60.0, _float(1, unit=" of seconds"),
+        "When ENA's portal (or the file host) is unreachable, checks (or new workers) of "
+        "every taxon pause this long, doubling with each failed try.",
+    )
+    outage_backoff_max_seconds: float = _setting(
+        "MICROFETCH_OUTAGE_BACKOFF_MAX_SECONDS", 3600.0, _float(1, unit=" of seconds"),
+        "Longest pause while ENA's portal or the file host stays unreachable.",
+    )
 
     # Selection
     select_platforms: tuple[str, ...] = _setting(
@@ -298,9 +311,56 @@ class Settings:
         "MICROFETCH_WORKER_MAX_AGE_HOURS", 48.0, _float(0.01, unit=" of hours"),
         "A worker older than this is flagged in `needs_attention`.",
     )
+    start_deadline_minutes: float = _setting(
+        "MICROFETCH_START_DEADLINE_MINUTES", 30.0, _float(1, unit=" of minutes"),
+        "A worker still starting after this long is flagged in `needs_attention`.",
+    )
+    collect_deadline_hours: float = _setting(
+        "MICROFETCH_COLLECT_DEADLINE_HOURS", 6.0, _float(0.01, unit=" of hours"),
+        "A finished worker not collected within this long is flagged in `needs_attention`.",
+    )
     orphan_grace_seconds: int = _setting(
         "MICROFETCH_ORPHAN_GRACE_SECONDS", 900, _int(0, unit=" of seconds"),
         "A live worker without a record is left alone this long before it is destroyed.",
+    )
+
+    # What workers bring home
+    worker_products: str = _setting(
+        "MICROFETCH_WORKER_PRODUCTS", "reads", _choice("reads", "assembly", "both"),
+        "What a worker brings home: `reads` (the FASTQ files), `assembly` (contigs and their "
+        "report; reads deleted on the worker once assembled) or `both`.",
+    )
+    assembler: str = _setting(
+        "MICROFETCH_ASSEMBLER", "skesa", _choice("skesa", "megahit"),
+        "Assembler run on the worker after fastp trimming (Debian packages of the same name).",
+    )
+    min_contig: int = _setting(
+        "MICROFETCH_MIN_CONTIG", 200, _int(1, unit=" of bases"),
+        "Contigs shorter than this are dropped from an assembly.",
+    )
+    assembly_min_total_length: int = _setting(
+        "MICROFETCH_ASSEMBLY_MIN_TOTAL_LENGTH", 0, _int(0, unit=" of bases"),
+        "An assembly shorter than this in total is recorded as failed (0: no limit).",
+    )
+    assembly_min_n50: int = _setting(
+        "MICROFETCH_ASSEMBLY_MIN_N50", 0, _int(0, unit=" of bases"),
+        "An assembly with a smaller N50 is recorded as failed (0: no limit).",
+    )
+    assembly_reads_on_failure: bool = _setting(
+        "MICROFETCH_ASSEMBLY_READS_ON_FAILURE", True, _bool,
+        "With `assembly`: a run whose assembly fails brings its reads home instead.",
+    )
+    assembly_threads: int = _setting(
+        "MICROFETCH_ASSEMBLY_THREADS", 0, _int(0, 256),
+        "Cores per assembly on a worker (0: all of the worker's cores, one assembly at a time).",
+    )
+    assembly_memory_gb: float = _setting(
+        "MICROFETCH_ASSEMBLY_MEMORY_GB", 0.0, _float(0, unit=" of GB"),
+        "Memory per assembly on a worker (0: three quarters of its RAM, at most 32).",
+    )
+    assembly_mb_per_core_minute: float = _setting(
+        "MICROFETCH_ASSEMBLY_MB_PER_CORE_MINUTE", 20.0, _float(0.01, unit=" of MB"),
+        "Reads one core assembles in a minute (MB of FASTQ), for the cost estimate.",
     )
 
     # Daemon and web
@@ -327,13 +387,22 @@ class Settings:
         "MICROFETCH_RECHECK_HOURS", 24.0, _float(0, unit=" of hours"),
         "A complete taxon is checked against ENA again after this long.",
     )
+    taxon_backoff_seconds: float = _setting(
+        "MICROFETCH_TAXON_BACKOFF_SECONDS", 300.0, _float(1, unit=" of seconds"),
+        "A taxon whose pass failed for a transient cause (ENA answering for others) waits "
+        "this long before its next turn, doubling with each failure; other taxa go meanwhile.",
+    )
+    taxon_backoff_max_seconds: float = _setting(
+        "MICROFETCH_TAXON_BACKOFF_MAX_SECONDS", 21600.0, _float(1, unit=" of seconds"),
+        "Longest wait of a taxon whose passes keep failing for transient causes.",
+    )
     shutdown_grace_seconds: int = _setting(
         "MICROFETCH_SHUTDOWN_GRACE_SECONDS", 30, _int(1, unit=" of seconds"),
         "On SIGTERM, how long running jobs get to finish.",
     )
     admin_token: str = _setting(
         "MICROFETCH_ADMIN_TOKEN", "", _text,
-        "Token for admin actions in the web app; when empty they are disabled.",
+        "Token for admin actions in the web app; when empty they are disabled.", secret=True,
     )
     behind_proxy: bool = _setting(
         "MICROFETCH_BEHIND_PROXY", False, _bool,
@@ -341,7 +410,7 @@ class Settings:
     )
     alert_webhook: str = _setting(
         "MICROFETCH_ALERT_WEBHOOK", "", _optional_url,
-        "Slack-compatible webhook told when a taxon needs attention.",
+        "Slack-compatible webhook told when a taxon needs attention.", secret=True,
     )
 
     # SSH hosts
@@ -376,7 +445,8 @@ class Settings:
 
     # DigitalOcean
     do_token: str = _setting(
-        "DIGITALOCEAN_TOKEN", "", _text, "DigitalOcean API token (read and write)."
+        "DIGITALOCEAN_TOKEN", "", _text, "DigitalOcean API token (read and write).",
+        secret=True,
     )
     do_api_url: str = _setting(
         "MICROFETCH_DO_API_URL", "https://api.digitalocean.com/v2", _url,
@@ -468,9 +538,29 @@ class Settings:
         if self.pipeline_dir is None:
             object.__setattr__(self, "pipeline_dir", bundled_pipeline_dir())
 
+    def __repr__(self) -> str:
+        # Settings end up in logs and tracebacks: secrets show only whether they are set.
+        parts = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            shown = hidden(value) if f.metadata.get("secret") else repr(value)
+            parts.append(f"{f.name}={shown}")
+        return f"Settings({', '.join(parts)})"
+
     def with_overrides(self, **changes: Any) -> Settings:
         """A copy with some fields changed (tests, the demo)."""
         return replace(self, **changes)
+
+
+def hidden(value: Any) -> str:
+    """How a secret setting is shown: whether it is set, never its text."""
+    return "'<set>'" if value else "''"
+
+
+def secrets(settings: Settings) -> list[str]:
+    """The secret values now set (to scrub from text shown to people)."""
+    return [str(getattr(settings, f.name)) for f in fields(settings)
+            if f.metadata.get("secret") and getattr(settings, f.name)]
 
 
 def setting_specs() -> list[dict[str, Any]]:

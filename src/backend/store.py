@@ -49,6 +49,13 @@ CREATE TABLE IF NOT EXISTS runs (
     last_error TEXT NOT NULL DEFAULT '',
     fetched_at TEXT NOT NULL DEFAULT '',
     category TEXT NOT NULL DEFAULT 'pending',  -- what pages count: see accessions.category
+    assembly_status TEXT NOT NULL DEFAULT '',
+    assembly_path TEXT NOT NULL DEFAULT '',
+    assembly_md5 TEXT NOT NULL DEFAULT '',
+    contigs INTEGER,
+    total_length INTEGER,
+    n50 INTEGER,
+    assembly_error TEXT NOT NULL DEFAULT '',
     UNIQUE (taxon, accession)
 );
 CREATE INDEX IF NOT EXISTS runs_in_order ON runs (taxon, seq);
@@ -167,6 +174,7 @@ class Database:
 
     def _prepare(self, con: sqlite3.Connection) -> None:
         con.executescript(SCHEMA)
+        _add_missing_columns(con)
         from backend.legacy import import_legacy_files
 
         import_legacy_files(self)
@@ -210,6 +218,27 @@ class Database:
         if con is not None:
             con.close()
             self._local.con = None
+
+
+#: Columns added after a table was first made: (table, column declaration).
+ADDED_COLUMNS = (
+    ("runs", "assembly_status TEXT NOT NULL DEFAULT ''"),
+    ("runs", "assembly_path TEXT NOT NULL DEFAULT ''"),
+    ("runs", "assembly_md5 TEXT NOT NULL DEFAULT ''"),
+    ("runs", "contigs INTEGER"),
+    ("runs", "total_length INTEGER"),
+    ("runs", "n50 INTEGER"),
+    ("runs", "assembly_error TEXT NOT NULL DEFAULT ''"),
+)
+
+
+def _add_missing_columns(con: sqlite3.Connection) -> None:
+    """A database made before a column existed gains it (``CREATE TABLE IF NOT EXISTS`` does
+    not change a table that is there)."""
+    for table, declaration in ADDED_COLUMNS:
+        have = {row[1] for row in con.execute(f"PRAGMA table_info({table})")}
+        if declaration.split()[0] not in have:
+            con.execute(f"ALTER TABLE {table} ADD COLUMN {declaration}")
 
 
 _OPEN: dict[Path, Database] = {}

@@ -80,10 +80,12 @@ class WorkerRecord:
     callback: dict[str, Any] | None = None
     last_error: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    phase_since: datetime | None = None  # set by the store when the phase changes
 
     def to_json(self) -> dict[str, Any]:
         values = asdict(self)
         values["created_at"] = format_time(self.created_at)
+        values["phase_since"] = format_time(self.phase_since)
         values["phase"] = self.phase.value
         return values
 
@@ -91,6 +93,7 @@ class WorkerRecord:
     def from_json(cls, values: dict[str, Any]) -> WorkerRecord:
         values = dict(values)
         values["created_at"] = parse_time(values["created_at"])
+        values["phase_since"] = parse_time(values.get("phase_since") or "")
         values["phase"] = Phase(values.get("phase", "claimed"))
         known = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in values.items() if k in known})
@@ -174,6 +177,9 @@ def _record(text: str) -> WorkerRecord:
 
 
 def _put(con: sqlite3.Connection, record: WorkerRecord) -> None:
+    old = con.execute("SELECT phase FROM workers WHERE name = ?", (record.name,)).fetchone()
+    if old is None or old[0] != record.phase.value or record.phase_since is None:
+        record.phase_since = utc_now()
     con.execute(
         "INSERT INTO workers (name, taxon, chunk, backend, phase, updated_at, record) "
         "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET phase = excluded.phase, "

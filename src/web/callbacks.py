@@ -8,18 +8,20 @@ repeated callback is harmless. A callback is a hint: the collector also finds ``
 from __future__ import annotations
 
 import hmac
-import re
-from typing import Any
+import json
 
 from flask import Blueprint, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
+from pydantic import ValidationError
 
 from backend.metrics import CALLBACK_REJECTIONS
 from backend.registry import Registry, Status
 from backend.workers import NAME_PATTERN, Phase, WorkerStore, token_hash
+from web.schemas import WorkerDone
 
 bp = Blueprint("callbacks", __name__)
-TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
+#: DONE.json is a few hundred bytes; anything much larger is not one.
+MAX_BODY_BYTES = 16 * 1024
 
 
 def refuse(reason: str, status: int, message: str) -> ResponseReturnValue:
@@ -27,18 +29,17 @@ def refuse(reason: str, status: int, message: str) -> ResponseReturnValue:
     return jsonify(error=message), status
 
 
-def body_problem(body: Any) -> str:
+def body_problem(raw: bytes) -> str:
     """What is wrong with a callback body; empty when it is the JSON of the contract."""
-    if not isinstance(body, dict):
-        return "the body must be a JSON object"
-    if body.get("status") not in ("done", "failed"):
-        return "status must be 'done' or 'failed'"
-    for key in ("runs_ok", "runs_failed", "bytes"):
-        value = body.get(key)
-        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            return f"{key} must be a whole number >= 0"
-    if not isinstance(body.get("finished_at"), str) or not TIME.match(body["finished_at"]):
-        return "finished_at must be a UTC time like 2026-11-23T10:15:00Z"
+    try:
+        WorkerDone.model_validate_json(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        if not where or first["type"] in ("model_type", "json_invalid"):
+            return "the body must be a JSON object like DONE.json"
+        what = first["msg"].removeprefix("Input should be ").removeprefix("String should ")
+        return f"{where} must be {what}"
     return ""
 
 
@@ -52,12 +53,21 @@ def callback(name: str) -> ResponseReturnValue:
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     if scheme != "Bearer" or not hmac.compare_digest(token_hash(token), record.token_sha256):
         return refuse("bad_token", 401, "missing or wrong bearer token for this worker")
-    body = request.get_json(silent=True)
-    problem = body_problem(body)
+    if record.phase is Phase.DESTROYED:  # its token died with it
+        return refuse("bad_token", 401, "this worker was destroyed; its token no longer works")
+    if (request.content_length or 0) > MAX_BODY_BYTES:
+        return refuse("bad_body", 413, f"a callback body is at most {MAX_BODY_BYTES} bytes")
+    raw = request.stream.read(MAX_BODY_BYTES + 1)
+    if len(raw) > MAX_BODY_BYTES:
+        return refuse("bad_body", 413, f"a callback body is at most {MAX_BODY_BYTES} bytes")
+    problem = body_problem(raw)
     if problem:
         return refuse("bad_body", 400, f"callback body refused: {problem}")
     with store.edit(name) as current:
-        current.callback = body
+        if current.phase is Phase.DESTROYED:
+            return refuse("bad_token", 401, "this worker was destroyed; its token no longer "
+                                            "works")
+        current.callback = json.loads(raw)
         if current.phase in (Phase.CLAIMED, Phase.STARTING, Phase.RUNNING):
             current.phase = Phase.DONE
     registry = Registry.from_settings(settings)

@@ -7,6 +7,7 @@ from flask.typing import ResponseReturnValue
 from loguru import logger
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from backend.circuit import CircuitCollector, health_fields
 from backend.errors import MicrofetchError
 from backend.metrics import COUNTERS, StateCollector
 from backend.registry import Registry
@@ -21,7 +22,7 @@ def healthz() -> ResponseReturnValue:
     daemon = current_app.config["MICROFETCH_DAEMON"]
     problems = daemon.problems(utc_now())
     try:
-        taxa = len(Registry.from_settings(settings).load())
+        taxa = Registry.from_settings(settings).count()
     except (MicrofetchError, OSError) as exc:
         # The detail names server paths: it goes to the log, not to anonymous callers.
         logger.warning("healthz: the registry is not readable: {}", exc)
@@ -31,6 +32,7 @@ def healthz() -> ResponseReturnValue:
         "status": "ok" if not problems else "unhealthy", "problems": problems,
         "scheduler_running": daemon.scheduler_running, "stopping": daemon.stopping,
         "last_heartbeat": format_time(daemon.last_heartbeat), "taxa": taxa,
+        **health_fields(settings),
     }
     return jsonify(body), 200 if not problems else 503
 
@@ -39,5 +41,6 @@ def healthz() -> ResponseReturnValue:
 def metrics() -> Response:
     state = CollectorRegistry()
     state.register(StateCollector(current_app.config["MICROFETCH_SETTINGS"]))
+    state.register(CircuitCollector(current_app.config["MICROFETCH_SETTINGS"]))
     text = generate_latest(COUNTERS) + generate_latest(state)
     return Response(text, content_type=CONTENT_TYPE_LATEST)

@@ -149,6 +149,18 @@ class Retried(ResponseBody):
     pending_again: int = Field(ge=0)
 
 
+class ServiceHealth(ResponseBody):
+    """An outside service's circuit: closed (fine), open (paused) or half-open (one probe)."""
+
+    state: Literal["closed", "open", "half-open"]
+    since: Time
+    failures: int
+    next_try: Time
+    last_error: str
+    paused: bool
+    summary: str
+
+
 class Health(ResponseBody):
     status: Literal["ok", "unhealthy"]
     problems: list[str]
@@ -156,6 +168,9 @@ class Health(ResponseBody):
     stopping: bool
     last_heartbeat: Time
     taxa: int | None
+    services: dict[str, ServiceHealth] = Field(
+        description="ENA's portal (`ena`) and the file host (`file_host`): an outage is shown "
+                    "here and waited out; it does not make the daemon unhealthy.")
 
 
 class WorkerDone(BaseModel):

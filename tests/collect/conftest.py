@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -114,7 +115,7 @@ class Lab:
 
 
 @pytest.fixture
-def lab(tmp_path: Path) -> Lab:
+def lab(tmp_path: Path) -> Iterator[Lab]:
     settings = load_settings({
         "MICROFETCH_CSV": str(tmp_path / "microfetch.csv"),
         "MICROFETCH_DATA_DIR": str(tmp_path / "data"),
@@ -124,4 +125,7 @@ def lab(tmp_path: Path) -> Lab:
     registry.ensure_ready()
     with registry.transaction("test") as table:
         table[TAXON] = Taxon(TAXON, "Escherichia coli")
-    return Lab(settings, registry, WorkerStore.of(settings), LocalBackend(settings))
+    lab = Lab(settings, registry, WorkerStore.of(settings), LocalBackend(settings))
+    yield lab
+    for record in lab.store.live():  # no runner outlives its test (they back off for minutes)
+        lab.backend.destroy(record)

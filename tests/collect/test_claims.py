@@ -55,7 +55,7 @@ def test_the_pending_and_claim_queries_use_their_indexes(lab):
         "pending": "SELECT * FROM runs WHERE taxon = 562 AND category = 'pending' "
                    "ORDER BY seq LIMIT 10",
         "claim": "UPDATE runs SET status = 'assigned' WHERE taxon = 562 AND "
-                 "category = 'pending' AND accession IN ('ERR0000001', 'ERR0000002')",
+                 "accession IN ('ERR0000001', 'ERR0000002') AND +category = 'pending'",
         "in order": "SELECT * FROM runs WHERE taxon = 562 AND seq > 0 ORDER BY seq LIMIT 10",
         "errors": "SELECT last_error FROM runs WHERE taxon = 562 AND last_error != '' "
                   "ORDER BY seq DESC LIMIT 1",
@@ -67,3 +67,5 @@ def test_the_pending_and_claim_queries_use_their_indexes(lab):
         plan = " ".join(row[3] for row in db.query(f"EXPLAIN QUERY PLAN {sql}"))
         assert "USING" in plan and "INDEX" in plan, f"{name}: {plan}"
         assert "SCAN runs" not in plan and "SCAN history" not in plan, f"{name}: {plan}"
+    claim = " ".join(row[3] for row in db.query(f"EXPLAIN QUERY PLAN {plans['claim']}"))
+    assert "(taxon=? AND accession=?)" in claim  # by accession, never every pending run

@@ -6,9 +6,11 @@ import csv
 import hashlib
 import subprocess
 import sys
+from datetime import timedelta
 
 from backend.accessions import RunStatus
 from backend.collect import Collector, retry_runs
+from backend.reconcile import reconcile
 from backend.registry import Stage, Status
 from backend.workers import Phase
 
@@ -147,3 +149,36 @@ def test_the_workers_command_lists_live_workers(lab, run_cli, tmp_path):
                                                      "age", "state"]
     assert result.stdout.splitlines()[1].split()[:4] == [record.name, "562", "local",
                                                         "127.0.0.1"]
+
+
+def test_a_done_json_that_is_not_json_holds_the_worker_with_the_reason(lab):
+    contents = lab.add_runs("ERR0000001")
+    record = lab.finished_worker(contents)
+    (lab.backend.folder(record) / "out" / "DONE.json").write_text("{not json")
+
+    report = Collector(lab.settings, lab.backend, lab.registry, lab.store).collect()
+
+    assert report.held == [record.name]
+    assert lab.store.get(record.name).phase is Phase.HELD
+    reason = lab.registry.get(TAXON).needs_attention
+    assert "DONE.json is not JSON" in reason and f"workers destroy {record.name}" in reason
+    assert lab.accessions.load()["ERR0000001"].status is RunStatus.ASSIGNED
+
+
+def test_a_worker_stuck_starting_past_its_deadline_is_flagged_with_what_to_do(lab):
+    contents = lab.add_runs("ERR0000001")
+    record = lab.finished_worker(contents)
+    (lab.backend.folder(record) / "out" / "DONE.json").unlink()
+    with lab.store.edit(record.name) as current:
+        current.phase = Phase.STARTING
+    since = lab.store.get(record.name).phase_since
+
+    early = reconcile(lab.settings, lab.backend, lab.store, lab.registry,
+                      since + timedelta(minutes=29))
+    report = reconcile(lab.settings, lab.backend, lab.store, lab.registry,
+                       since + timedelta(minutes=31))
+
+    assert early.flagged == [] and report.flagged == [record.name]
+    reason = lab.registry.get(TAXON).needs_attention
+    assert f"worker {record.name} has been starting since" in reason
+    assert "MICROFETCH_START_DEADLINE_MINUTES" in reason

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import signal
 import time
+from pathlib import Path
 
 from backend.accessions import RunStatus
 from backend.collect import Collector
@@ -64,15 +66,20 @@ def test_runs_are_fetched_by_a_local_worker_and_collected_home(lab, file_server)
     assert lab.registry.get(TAXON).last_run_status is Status.COMPLETE
 
 
-def test_a_worker_killed_mid_chunk_gives_its_runs_back_and_nothing_is_taken(lab, file_server):
+def test_a_worker_killed_mid_chunk_brings_its_verified_runs_home_and_gives_back_the_rest(
+        lab, file_server):
     dispatcher = local_lab(lab)
-    contents = lab.serve_runs(file_server, 2)
-    for acc in contents:
+    contents = lab.serve_runs(file_server, 4)
+    stalled = sorted(contents)[2:]  # two runs finish, two hang until the kill
+    for acc in stalled:
         for name in contents[acc]:
             file_server.faults[f"/vol1/fastq/{acc}/{name}"] = Fault("stall", after=50, times=99)
+    lab.settings = lab.settings.with_overrides(chunk_max_runs=4)
+    dispatcher.settings = lab.settings
     (name,) = dispatcher.dispatch(TAXON, utc_now()).started
     record = lab.store.get(name)
-    wait_for(lambda: len(file_server.requests) >= 1)
+    manifest = lab.backend.folder(record) / "out" / "manifest.tsv"
+    wait_for(lambda: manifest.exists() and len(manifest.read_text().splitlines()) == 1 + 4)
     os.killpg(int(record.extra["pid"]), signal.SIGKILL)
     wait_for(lambda: lab.backend.status(lab.store.get(name)).value == "gone", 10)
 
@@ -80,12 +87,51 @@ def test_a_worker_killed_mid_chunk_gives_its_runs_back_and_nothing_is_taken(lab,
 
     assert report.lost == [name]
     runs = lab.accessions.load()
-    assert {r.status for r in runs.values()} == {RunStatus.PENDING}
-    assert all(r.attempts == 1 and "stopped before it finished" in r.last_error
-               for r in runs.values())
-    assert not lab.genomes().exists() or not any(lab.genomes().rglob("*.fastq.gz"))
+    finished = sorted(set(contents) - set(stalled))
+    assert {a for a, r in runs.items() if r.status is RunStatus.FETCHED} == set(finished)
+    for acc in finished:
+        for file_name, data in contents[acc].items():
+            assert (lab.genomes() / acc / file_name).read_bytes() == data
+    for acc in stalled:
+        assert runs[acc].status is RunStatus.PENDING
+        assert runs[acc].attempts == 0  # never finished by the worker: costs nothing
+        assert "stopped before it tried" in runs[acc].last_error
     assert not lab.backend.folder(record).exists()
     assert lab.registry.get(TAXON).stage is Stage.DISPATCH
+
+
+def test_a_runner_environment_holds_no_secret_of_the_daemon(lab, file_server, monkeypatch):
+    monkeypatch.setenv("MICROFETCH_ADMIN_TOKEN", "admin-secret-123")
+    monkeypatch.setenv("DIGITALOCEAN_TOKEN", "do-secret-456")
+    dispatcher = local_lab(lab)
+    contents = lab.serve_runs(file_server, 1)
+    for acc in contents:
+        for name in contents[acc]:
+            file_server.faults[f"/vol1/fastq/{acc}/{name}"] = Fault("stall", after=50, times=99)
+    (name,) = dispatcher.dispatch(TAXON, utc_now()).started
+    folder = lab.backend.folder(lab.store.get(name))
+    try:
+        wait_for(lambda: len(runner_pids(folder)) >= 2)  # the supervisor and its runner
+        for pid in runner_pids(folder):
+            environ = Path(f"/proc/{pid}/environ").read_bytes()
+            assert b"admin-secret-123" not in environ and b"do-secret-456" not in environ
+            assert b"MICROFETCH_" not in environ
+    finally:
+        lab.backend.destroy(lab.store.get(name))
+    assert runner_pids(folder) == []
+
+
+def runner_pids(folder: Path) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if str(folder).encode() in cmdline and b"nextflow/bin" in cmdline:
+                pids.append(int(entry.name))
+    return pids
 
 
 def test_dispatch_waits_when_every_worker_slot_is_taken(lab, file_server):
@@ -120,8 +166,10 @@ def test_a_claimed_worker_is_started_once_after_a_crash(lab, file_server):
     dispatcher = local_lab(lab)
     lab.serve_runs(file_server, 2)
     pending = list(lab.accessions.load().values())
-    name = dispatcher._claim(TAXON, pending)  # the crash came right after the claim
+    name, starting = dispatcher._claim(TAXON, pending)  # the crash came right after the claim
     assert lab.store.get(name).phase is Phase.CLAIMED
+    assert dispatcher.resume() == []  # while its claimer lives, nobody else starts it
+    starting.release()  # what the operating system does when the claimer dies
 
     assert dispatcher.resume() == [name]
     assert dispatcher.resume() == []
@@ -145,3 +193,32 @@ def test_dispatch_waits_with_a_warning_when_home_lacks_disk(lab, file_server, mo
     assert row.last_run_status is Status.WARNING and row.generated_warning
     assert row.stage is Stage.DISPATCH
     assert not lab.store.all()
+
+
+def test_a_daemon_killed_right_after_a_spawn_starts_no_second_runner(lab, file_server):
+    from backend.compute.local import _spawn_supervisor
+
+    dispatcher = local_lab(lab)
+    contents = lab.serve_runs(file_server, 1)
+    for acc in contents:
+        for name in contents[acc]:
+            file_server.faults[f"/vol1/fastq/{acc}/{name}"] = Fault("stall", after=50, times=99)
+    name, starting = dispatcher._claim(TAXON, list(lab.accessions.load().values()))
+    record = lab.store.get(name)
+    folder = lab.backend.folder(record)
+    shutil.copytree(dispatcher.outbox(name), folder)
+    with lab.store.edit(name) as current:  # what start() saved before it spawned...
+        current.phase = Phase.STARTING
+    _spawn_supervisor(folder)  # ...and the spawn; then the daemon died before saving the pid
+    starting.release()
+    try:
+        wait_for(lambda: len(runner_pids(folder)) >= 2)
+        before = sorted(runner_pids(folder))
+
+        assert dispatcher.resume() == [name]  # the restart takes it over
+
+        assert sorted(runner_pids(folder)) == before  # the same supervisor and runner
+        assert lab.store.get(name).phase is Phase.RUNNING
+    finally:
+        lab.backend.destroy(lab.store.get(name))
+    assert runner_pids(folder) == []

@@ -106,7 +106,8 @@ def runner_processes(tmp: Path) -> list[int]:
                 cmdline = (entry / "cmdline").read_bytes()
             except OSError:
                 continue
-            if b"run_chunk.py" in cmdline and str(tmp).encode() in cmdline:
+            if (b"run_chunk.py" in cmdline or b"supervise.py" in cmdline) \
+                    and str(tmp).encode() in cmdline:
                 pids.append(int(entry.name))
     return pids
 

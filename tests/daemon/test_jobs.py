@@ -78,10 +78,11 @@ def test_an_unexpected_error_parks_the_taxon_and_the_heartbeat_goes_on(tmp_path,
 
     monkeypatch.setattr("backend.fetch_accession_links.check_taxon", broken)
     outcome = jobs.heartbeat()
-    assert "taxon 562: error" in outcome
+    assert outcome.startswith("taxon 562: parked: unexpected error in the heartbeat: KeyError")
     row = jobs.registry.get(562)
     assert row.last_run_status is Status.ERROR
-    assert "unexpected error in the heartbeat" in row.needs_attention
+    assert row.needs_attention.startswith("unexpected error in the heartbeat: KeyError: "
+                                          "'fastq_ftp'; see the main log")
     assert jobs.heartbeat() == "nothing due"
 
 
@@ -94,7 +95,7 @@ def test_tick_runs_each_job_once_in_the_foreground(run_cli, tmp_path):
     result = run_cli("tick", env=env)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert lines[0].startswith("heartbeat: taxon 562: error: ENA did not answer")
+    assert lines[0].startswith("heartbeat: taxon 562: ENA unreachable; checks paused until ")
     assert lines[1].startswith("collector: collected 0 workers")
     assert lines[2].startswith("reconciler: 0 orphans destroyed")
 

@@ -149,3 +149,29 @@ def test_the_docs_list_every_metric_and_no_other(site):
             as_text=True)):
         families.add(family.name + ("_total" if family.type == "counter" else ""))
     assert documented == families
+
+
+def test_a_destroyed_workers_token_is_refused_and_changes_nothing(site):
+    with site.store.edit(WORKER) as record:
+        record.phase = Phase.DESTROYED
+    site.registry.update(562, "test", last_run_status=Status.COMPLETE)
+    before = snapshot(site)
+    response = post(site)
+    assert response.status_code == 401
+    assert "destroyed" in response.get_json()["error"]
+    assert snapshot(site) == before
+    assert site.woken == []
+
+
+def test_a_callback_body_over_16_kib_is_refused_with_413_and_changes_nothing(site):
+    before = snapshot(site)
+    response = post(site, body={**DONE, "padding": "x" * 20_000})
+    assert response.status_code == 413
+    assert snapshot(site) == before
+
+
+def test_a_callback_with_non_ascii_digits_or_a_trailing_newline_in_its_time_is_refused(site):
+    for finished_at in ("٢٠٢٦-11-23T10:15:00Z", "2026-11-23T10:15:00Z\n"):
+        response = post(site, body={**DONE, "finished_at": finished_at})
+        assert response.status_code == 400, finished_at
+    assert site.store.get(WORKER).phase is Phase.RUNNING

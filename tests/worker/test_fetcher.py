@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 
-from fetch_run import Expected, FetchError, expected_files, fetch_file, open_stream
+from fetch_run import Backoff, Expected, FetchError, expected_files, fetch_file, open_stream
 
 from .conftest import BIN, Fault, fastq_gz, md5
 
@@ -84,18 +83,49 @@ def test_a_404_is_a_clean_error_and_is_not_retried(file_server, tmp_path):
     assert len(file_server.requests) == 1
 
 
-def test_a_stalled_server_times_out_is_retried_then_fails_cleanly(file_server, tmp_path):
+class FakeClock:
+    """Time that passes only when the fetcher waits, so budgets are tested without sleeping."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.waits: list[float] = []
+
+    def sleep(self, seconds: float) -> None:
+        self.waits.append(seconds)
+        self.now += seconds
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_server_that_stalls_without_progress_is_given_up_once_the_budget_is_spent(
+        file_server, tmp_path):
     data = fastq_gz("ERR7_1")
     url = file_server.add("ERR7_1.fastq.gz", data)
-    file_server.faults["/ERR7_1.fastq.gz"] = Fault("stall", after=100, times=10)
-    started = time.monotonic()
+    file_server.faults["/ERR7_1.fastq.gz"] = Fault("stall", after=0, times=10)
+    clock = FakeClock()
     result = fetch_file("ERR7", Expected(url, md5(data), len(data)), tmp_path, retries=2,
-                        backoff=0.0, timeout=0.5)
+                        backoff=1.0, timeout=0.5, transient_budget=3.0, sleep=clock.sleep,
+                        clock=clock)
     assert not result.ok
-    assert "timed out" in result.error
-    assert "after 3 attempts" in result.error
+    assert result.cause == "transient"
+    assert "timed out" in result.error and "no progress for 3 s" in result.error
+    assert clock.waits == [1.0, 2.0]  # exponential backoff until the next wait overdraws
     assert len(file_server.requests) == 3
-    assert time.monotonic() - started < 15
+    assert "after 3 attempts" in result.error and result.attempts == 3
+
+
+def test_backoff_waits_are_capped_and_progress_renews_the_budget(file_server, tmp_path):
+    data = fastq_gz("ERR7_2", reads=20000)
+    url = file_server.add("ERR7_2.fastq.gz", data)
+    # six cuts, each after some bytes: the host is slow but alive, so it is never given up
+    file_server.faults["/ERR7_2.fastq.gz"] = Fault("cut", after=5000, times=6)
+    clock = FakeClock()
+    result = fetch_file("ERR7", Expected(url, md5(data), len(data)), tmp_path, backoff=4.0,
+                        max_wait=5.0, transient_budget=5.0, sleep=clock.sleep, clock=clock)
+    assert result.ok, result.error
+    assert clock.waits == [4.0] * 6  # each cut made progress: the backoff starts again
+    assert result.attempts == 7
 
 
 def test_a_stall_then_recovery_resumes_the_file(file_server, tmp_path):
@@ -145,3 +175,16 @@ def test_an_unsupported_scheme_is_a_permanent_error():
         assert exc.permanent and "not http, https or ftp" in str(exc)
     else:
         raise AssertionError("gopher was accepted")
+
+
+def test_an_outage_is_waited_out_with_doubling_capped_waits_for_the_whole_budget():
+    clock = FakeClock()
+    waits = Backoff(first=2.0, cap=60.0, budget=600.0, clock=clock)
+    for _ in range(100):
+        wait = waits.next_wait(progressed=False)
+        if wait is None:
+            break
+        clock.sleep(wait)
+    assert clock.waits[:6] == [2.0, 4.0, 8.0, 16.0, 32.0, 60.0]
+    assert set(clock.waits[6:]) == {60.0}
+    assert sum(clock.waits) <= 600.0 < sum(clock.waits) + 60.0  # given up once it would overrun

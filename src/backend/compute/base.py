@@ -6,6 +6,7 @@ registry) is written once, above it. Every method is safe to call again after a 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from abc import ABC, abstractmethod
@@ -26,7 +27,36 @@ class WorkerState(StrEnum):
     STARTING = "starting"  # not yet reachable or runner not yet started
     RUNNING = "running"    # the chunk runner is working
     DONE = "done"          # out/DONE.json exists
-    GONE = "gone"          # the worker no longer exists (or its runner died without DONE.json)
+    GONE = "gone"          # the worker no longer exists, or its runner stopped or vanished
+    CRASHED = "crashed"    # the runner kept crashing and its supervisor gave up
+
+
+def state_from_supervisor(answer: dict[str, Any], folder_exists: bool = True) -> WorkerState:
+    """``supervise.py --status``'s JSON as a backend state."""
+    state = answer.get("state")
+    if state == "done":
+        return WorkerState.DONE
+    if state == "running":
+        return WorkerState.RUNNING
+    if state == "absent":
+        return WorkerState.STARTING if folder_exists else WorkerState.GONE
+    if state == "bad_summary":
+        return WorkerState.DONE  # finished, but its summary is bad: collection holds it
+    if state == "crashed":
+        return WorkerState.CRASHED
+    return WorkerState.GONE  # stopped, dead (killed, host rebooted) or no folder
+
+
+#: The only variables a runner inherits: no token or secret of the daemon's reaches a worker.
+RUNNER_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "JAVA_HOME",
+              "http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY",
+              "NXF_HOME", "NXF_VER", "NXF_SYNTAX_PARSER")
+
+
+def runner_env(environ: dict[str, str] | None = None) -> dict[str, str]:
+    """The runner's environment: the allow-list above, nothing else."""
+    environ = dict(os.environ) if environ is None else environ
+    return {name: environ[name] for name in RUNNER_ENV if name in environ}
 
 
 @dataclass(frozen=True)
@@ -124,14 +154,29 @@ def chunk_tsv(chunk: Chunk) -> str:
     return "\n".join(lines) + "\n"
 
 
-PIPELINE_FILES = ("main.nf", "nextflow.config", "bin")
+PIPELINE_FILES = ("main.nf", "nextflow.config", "bin", "microfetch-worker@.service")
+
+
+def worker_options(settings: Any) -> dict[str, Any]:
+    """``worker.json``: what the worker brings home and how it assembles (docs: worker.md)."""
+    return {
+        "products": settings.worker_products, "assembler": settings.assembler,
+        "min_contig": settings.min_contig,
+        "min_total_length": settings.assembly_min_total_length,
+        "min_n50": settings.assembly_min_n50, "assembly_threads": settings.assembly_threads,
+        "assembly_memory_gb": settings.assembly_memory_gb,
+        "reads_on_failure": settings.assembly_reads_on_failure,
+    }
 
 
 def prepare_folder(folder: Path, chunk: Chunk, token: str, callback_url: str,
-                   pipeline_dir: Path) -> Path:
-    """Write a worker folder: chunk.tsv, token (0600), callback_url and the pipeline."""
+                   pipeline_dir: Path, options: dict[str, Any] | None = None) -> Path:
+    """Write a worker folder: chunk.tsv, worker.json, token (0600), callback_url and the
+    pipeline."""
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write_text(folder / "chunk.tsv", chunk_tsv(chunk))
+    if options is not None:
+        atomic_write_text(folder / "worker.json", json.dumps(options, indent=2) + "\n")
     token_path = folder / "token"
     token_path.touch(mode=0o600, exist_ok=True)
     os.chmod(token_path, 0o600)

@@ -157,8 +157,11 @@ class DigitalOceanBackend(ComputeBackend):
         return sizes[self.settings.do_size]
 
     def estimate(self, chunk_bytes: Sequence[int]) -> dict[str, Any]:
-        return costs.estimate(chunk_bytes, self.size(), self.settings.fetch_mbps,
-                              self.settings.egress_price_per_gib).to_json()
+        size = self.size()
+        return costs.estimate(chunk_bytes, size, self.settings.fetch_mbps,
+                              self.settings.egress_price_per_gib,
+                              costs.products_of(self.settings, int(size.get("vcpus", 1)))
+                              ).to_json()
 
     def slots(self, live: Sequence[WorkerRecord]) -> int:
         mine = [r for r in live if r.backend == self.name]

@@ -263,10 +263,11 @@ class DoApi:
         return [_info(d) for d in self.droplets_by_tag(tag)]
 
     def sizes(self) -> dict[str, dict[str, float]]:
-        """Size slug -> price_hourly, disk (GB) and transfer (TB a month)."""
+        """Size slug -> price_hourly, disk (GB), transfer (TB a month) and vcpus."""
         sizes = self._call("reading /v2/sizes", lambda: self._manager().get_all_sizes())
         return {s.slug: {"price_hourly": float(s.price_hourly), "disk": float(s.disk),
-                         "transfer": float(s.transfer)} for s in sizes}
+                         "transfer": float(s.transfer), "vcpus": float(s.vcpus or 1)}
+                for s in sizes}
 
     # the account and its firewalls ---------------------------------------------------------
 

@@ -6,6 +6,7 @@ Pulling still goes through rsync, so local and remote workers take the same path
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -15,8 +16,17 @@ import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
-from backend.compute.base import ComputeBackend, LiveWorker, SaveRecord, WorkerState
+from backend.compute.base import (
+    ComputeBackend,
+    LiveWorker,
+    SaveRecord,
+    WorkerState,
+    runner_env,
+    state_from_supervisor,
+)
+from backend.errors import OperationError
 from backend.settings import Settings
 from backend.transfer import rsync_pull_argv, run
 from backend.workers import NAME_PATTERN, Phase, WorkerRecord
@@ -32,6 +42,8 @@ class LocalBackend(ComputeBackend):
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.root = Path(settings.data_dir).resolve() / "local_workers"
+        assert settings.pipeline_dir is not None
+        self.pipeline = Path(settings.pipeline_dir)
 
     def folder(self, record: WorkerRecord) -> Path:
         return self.root / record.name
@@ -46,7 +58,10 @@ class LocalBackend(ComputeBackend):
     def start(self, record: WorkerRecord, folder: Path, save: SaveRecord) -> WorkerRecord:
         target = self.folder(record)
         if self.status(record) in (WorkerState.RUNNING, WorkerState.DONE):
-            return record  # started before a crash: never start a second runner
+            # Started before a crash (the supervisor's pid file says so): never a second one.
+            record.phase = Phase.RUNNING
+            save(record)
+            return record
         if folder.resolve() != target:
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copytree(folder, target, dirs_exist_ok=True)
@@ -54,32 +69,31 @@ class LocalBackend(ComputeBackend):
         record.remote_dir = str(target)
         record.phase = Phase.STARTING
         save(record)
-        record.extra["pid"] = _spawn_runner(target)
+        _preflight(target)
+        record.extra["pid"] = _spawn_supervisor(target)
         record.phase = Phase.RUNNING
         save(record)
         return record
 
     def status(self, record: WorkerRecord) -> WorkerState:
         target = self.folder(record)
-        if (target / "out" / "DONE.json").exists():
-            return WorkerState.DONE
-        pid = record.extra.get("pid")
-        if pid and _alive(int(pid), target):
-            return WorkerState.RUNNING
-        if target.exists() and not pid:
-            return WorkerState.STARTING
-        return WorkerState.GONE
+        if not target.exists():
+            return WorkerState.GONE
+        return state_from_supervisor(_supervisor(target, "--status", self.pipeline))
 
     def pull(self, record: WorkerRecord, dest: Path, timeout: int) -> None:
         dest.mkdir(parents=True, exist_ok=True)
         argv = rsync_pull_argv(str(self.folder(record) / "out"), dest, timeout)
-        run(argv, timeout=timeout * 10, what=f"rsync of worker {record.name}")
+        run(argv, timeout=None, what=f"rsync of worker {record.name}")
 
     def destroy(self, record: WorkerRecord) -> None:
+        target = self.folder(record)
+        if target.exists():
+            _supervisor(target, "--stop", self.pipeline)  # for good: no restart undoes it
         pid = record.extra.get("pid")
         if pid:
-            _stop_group(int(pid), self.folder(record))
-        shutil.rmtree(self.folder(record), ignore_errors=True)
+            _stop_group(int(pid), target)
+        shutil.rmtree(target, ignore_errors=True)
 
     def list_live(self) -> list[LiveWorker]:
         if not self.root.exists():
@@ -92,17 +106,48 @@ class LocalBackend(ComputeBackend):
         ]
 
 
-def _spawn_runner(folder: Path) -> int:
-    """Start the chunk runner in its own process group, detached from our stdio."""
-    log = open(folder / "run_chunk.out", "ab")  # noqa: SIM115 - handed to the child
+def _script(folder: Path, name: str) -> list[str]:
+    return [sys.executable, str(folder / "nextflow" / "bin" / name)]
+
+
+def _supervisor(folder: Path, action: str, pipeline: Path) -> dict[str, Any]:
+    """``supervise.py --status`` or ``--stop`` (this installation's copy: it only reads the
+    folder): the runner is named by its id, not a bare pid."""
+    extra = ["--kill-after", str(STOP_GRACE_SECONDS)] if action == "--stop" else []
+    result = subprocess.run([sys.executable, str(pipeline / "bin" / "supervise.py"), action,
+                             *extra, str(folder)],
+                            capture_output=True, text=True, timeout=60, env=runner_env())
     try:
-        process = subprocess.Popen(
-            [sys.executable, str(folder / "nextflow" / "bin" / "run_chunk.py"), str(folder)],
-            cwd=folder, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    finally:
-        log.close()
+        answer = json.loads(result.stdout.strip().splitlines()[-1])
+    except (IndexError, ValueError):
+        answer = {"state": "absent", "detail": result.stderr.strip()[-300:]}
+    return answer if isinstance(answer, dict) else {"state": "absent"}
+
+
+def _preflight(folder: Path) -> None:
+    """The worker's own check (Python, disk, tools): a worker that cannot run fails now."""
+    result = subprocess.run([*_script(folder, "preflight.py"), str(folder)], capture_output=True,
+                            text=True, timeout=120, env=runner_env())
+    if result.returncode != 0:
+        raise OperationError(f"worker {folder.name} cannot run here: "
+                             f"{_preflight_reason(result.stdout, result.stderr)}", permanent=True)
+
+
+def _preflight_reason(stdout: str, stderr: str) -> str:
+    try:
+        problems = json.loads(stdout.strip().splitlines()[-1]).get("reasons")
+    except (IndexError, ValueError, AttributeError):
+        problems = None
+    return "; ".join(map(str, problems)) if problems else (stderr.strip()[-300:] or "unknown")
+
+
+def _spawn_supervisor(folder: Path) -> int:
+    """Start the supervised runner in its own session, detached, with the allowed env only."""
+    process = subprocess.Popen(
+        [*_script(folder, "supervise.py"), str(folder), "--log", str(folder / "run_chunk.out")],
+        cwd=folder, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL, start_new_session=True, env=runner_env(),
+    )
     return process.pid
 
 
