@@ -23,6 +23,10 @@ STATE_DIR = "/var/lib/microfetch"
 #: Left by the install script when the launcher's SHA-256 differs from the pinned one.
 NEXTFLOW_REJECTED = f"{STATE_DIR}/nextflow.rejected"
 NEXTFLOW_SCRIPT = f"{STATE_DIR}/install-nextflow.sh"
+#: Where the launcher keeps the Nextflow jar: the same for the bootstrap, SSH and systemd.
+NXF_HOME = f"{STATE_DIR}/nextflow"
+#: A drop-in of the worker's systemd unit (a unit does not read /etc/environment).
+UNIT_DROP_IN = "/etc/systemd/system/microfetch-worker@.service.d/nextflow.conf"
 LAUNCHER_URL = "https://github.com/nextflow-io/nextflow/releases/download/v{version}/nextflow"
 
 
@@ -65,7 +69,7 @@ def nextflow_script(version: str, sha256: str, *, bin_dir: str = "/usr/local/bin
         f"{check}"
         f'chmod 755 "$part"\nmv "$part" {bin_dir}/nextflow\n'
         # The launcher fetches the jar of NXF_VER on first use: do it now, not mid-chunk.
-        f"NXF_VER={version} {bin_dir}/nextflow -version\n"
+        f"NXF_VER={version} NXF_HOME={NXF_HOME} {bin_dir}/nextflow -version\n"
     )
 
 
@@ -79,9 +83,13 @@ def render_user_data(worker: str, host_key: HostKey, *, nextflow_version: str = 
         runcmd.append(["chown", "-R", f"{user}:{user}", WORKERS_ROOT])
     if nextflow_version:
         packages.append("default-jre-headless")
-        # pam_env reads /etc/environment for every SSH session, so the runner inherits it.
-        files += [{"path": "/etc/environment", "content": f"NXF_VER={nextflow_version}\n",
-                   "append": True},
+        pin = {"NXF_VER": nextflow_version, "NXF_HOME": NXF_HOME}
+        # pam_env reads /etc/environment for every SSH session (a runner started by
+        # supervise.py inherits it); systemd reads the drop-in for the worker's unit.
+        files += [{"path": "/etc/environment", "append": True,
+                   "content": "".join(f"{k}={v}\n" for k, v in pin.items())},
+                  {"path": UNIT_DROP_IN, "content": "[Service]\n" + "".join(
+                      f"Environment={k}={v}\n" for k, v in pin.items())},
                   {"path": NEXTFLOW_SCRIPT, "permissions": "0755",
                    "content": nextflow_script(nextflow_version, nextflow_sha256)}]
         runcmd.append(["sh", NEXTFLOW_SCRIPT])

@@ -504,10 +504,10 @@ class Settings:
         shown="<data dir>/install_id",
     )
     nextflow_version: str = _setting(
-        "MICROFETCH_NEXTFLOW_VERSION", "24.10.4",
-        _pattern(r"^\d+\.\d+\.\d+(-edge)?$", "a Nextflow version such as 24.10.4 (or empty)"),
-        "Nextflow version installed on droplets and exported there as `NXF_VER`; empty: no "
-        "Nextflow (the chunk runner fetches with Python).",
+        "MICROFETCH_NEXTFLOW_VERSION", "25.10.0",
+        _pattern(r"^\d+\.\d+\.\d+(-edge)?$", "a Nextflow version such as 25.10.0 (or empty)"),
+        "Nextflow version installed on droplets and exported there as `NXF_VER` (the pipeline "
+        "needs 25.10.0 or newer); empty: no Nextflow (the chunk runner fetches with Python).",
     )
     nextflow_sha256: str = _setting(
         "MICROFETCH_NEXTFLOW_SHA256", "", _pattern(r"^[0-9a-fA-F]{64}$", "64 hex digits"),

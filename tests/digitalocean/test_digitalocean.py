@@ -273,7 +273,7 @@ def test_serve_behind_nat_is_not_refused_and_says_so_in_one_line(lab, tmp_path):
 @pytest.mark.parametrize("name", ["mf-562-0-abcdef", "mf-2147483647-99999-0a1b2c"])
 def test_every_cloud_init_variant_passes_cloud_init_schema(tmp_path, nextflow, name):
     document = render_user_data(name, generate_host_key(),
-                                nextflow_version="24.10.4" if nextflow else "",
+                                nextflow_version="25.10.0" if nextflow else "",
                                 nextflow_sha256="ab" * 32 if nextflow else "")
     path = tmp_path / "user-data.yaml"
     path.write_text(document)
@@ -309,13 +309,16 @@ def test_droplets_are_listed_by_tag_across_pages(do_lab):
 
 def test_the_user_data_pins_nextflow_and_writes_its_marker_last():
     document = yaml.safe_load(render_user_data(
-        "mf-562-0-abcdef", generate_host_key(), nextflow_version="24.10.4",
+        "mf-562-0-abcdef", generate_host_key(), nextflow_version="25.10.0",
         nextflow_sha256="ab" * 32))
     files = {f["path"]: f for f in document["write_files"]}
-    assert files["/etc/environment"] == {"path": "/etc/environment",
-                                         "content": "NXF_VER=24.10.4\n", "append": True}
+    pin = "NXF_VER=25.10.0\nNXF_HOME=/var/lib/microfetch/nextflow\n"
+    assert files["/etc/environment"]["content"] == pin and files["/etc/environment"]["append"]
+    drop_in = files["/etc/systemd/system/microfetch-worker@.service.d/nextflow.conf"]
+    assert drop_in["content"] == "[Service]\n" + "".join(
+        f"Environment={line}\n" for line in pin.splitlines())  # the unit reads no /etc/environment
     script = files["/var/lib/microfetch/install-nextflow.sh"]["content"]
-    assert launcher_url("24.10.4") in script and "get.nextflow.io" not in script
+    assert launcher_url("25.10.0") in script and "get.nextflow.io" not in script
     assert "ab" * 32 in script
     assert document["runcmd"][-1] == ["touch", "/srv/microfetch/mf-562-0-abcdef/.bootstrap.done"]
     bare = yaml.safe_load(render_user_data("mf-562-0-abcdef", generate_host_key()))
@@ -334,7 +337,7 @@ def test_the_nextflow_launcher_is_installed_only_when_its_checksum_matches(tmp_p
     (tools / "curl").chmod(0o755)
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    script = nextflow_script("24.10.4", hashlib.sha256(launcher.encode()).hexdigest(),
+    script = nextflow_script("25.10.0", hashlib.sha256(launcher.encode()).hexdigest(),
                              bin_dir=str(bin_dir), rejected=str(tmp_path / "rejected"))
 
     result = subprocess.run(["sh", "-c", script], capture_output=True, text=True, timeout=30,
@@ -343,7 +346,7 @@ def test_the_nextflow_launcher_is_installed_only_when_its_checksum_matches(tmp_p
     if matches:
         assert result.returncode == 0, result.stderr
         assert (bin_dir / "nextflow").read_text() == launcher
-        assert "nextflow version 24.10.4" in result.stdout  # run once, pinned by NXF_VER
+        assert "nextflow version 25.10.0" in result.stdout  # run once, pinned by NXF_VER
     else:
         assert result.returncode != 0  # fails closed: nothing installed, the reason kept
         assert not (bin_dir / "nextflow").exists()

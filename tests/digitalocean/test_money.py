@@ -202,13 +202,13 @@ def test_user_data_that_never_finishes_is_given_up_after_the_bounded_wait(home, 
 
 def test_a_droplet_without_the_pinned_nextflow_is_refused_before_its_runner_starts(
         home, standin):
-    lab = home(MICROFETCH_NEXTFLOW_VERSION="24.10.4")  # the stand-in installs no Nextflow
+    lab = home(MICROFETCH_NEXTFLOW_VERSION="25.10.0")  # the stand-in installs no Nextflow
     record, folder = lab.claim()
 
     with pytest.raises(OperationError, match="does not answer") as caught:
         lab.backend.start(record, folder, lab.store.save)
 
-    assert "nextflow" in str(caught.value) and "NXF_VER=24.10.4" in str(caught.value)
+    assert "nextflow" in str(caught.value) and "NXF_VER=25.10.0" in str(caught.value)
     assert "python3" not in str(caught.value) and "rsync" not in str(caught.value)
     assert not (Path(lab.store.get(record.name).remote_dir) / "run_chunk.pid").exists()
 

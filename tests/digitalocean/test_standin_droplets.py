@@ -27,7 +27,7 @@ def boot(api: DoApi, user_key: tuple[Path, int], name: str = "mf-562-0-abcdef",
     key = generate_host_key()
     droplet_id = api.create(name=name, region="lon1", size="s-1vcpu-1gb",
                             image="debian-12-x64", ssh_keys=[user_key[1]], tags=["microfetch"],
-                            user_data=render_user_data(name, key, nextflow_version="24.10.4"))
+                            user_data=render_user_data(name, key, nextflow_version="25.10.0"))
     if wait:
         wait_for(lambda: api.get(droplet_id).status == "active", what="the droplet to boot")
     info = api.get(droplet_id)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import paramiko
 
 from backend import remote
-from backend.cloudinit import NEXTFLOW_REJECTED, bootstrap_marker
+from backend.cloudinit import NEXTFLOW_REJECTED, UNIT_DROP_IN, bootstrap_marker
 from backend.errors import OperationError
 
 #: How long one tool check on a fresh droplet may take (`nextflow -version` starts a JVM).
@@ -39,9 +39,12 @@ def tool_checks(nextflow_version: str) -> dict[str, str]:
     if nextflow_version:
         checks["java"] = "java -version"
         checks["nextflow"] = "nextflow -version"
-        # The runner inherits the SSH session's environment: the pin must be in it.
+        # The runner inherits the SSH session's environment, or systemd's: the pin is in both.
         checks[f"NXF_VER={nextflow_version}"] = \
             f'test "$NXF_VER" = {shlex.quote(nextflow_version)}'
+        checks[f"NXF_VER={nextflow_version} for systemd"] = (
+            f"[ ! -d /run/systemd/system ] || grep -qx "
+            f"{shlex.quote(f'Environment=NXF_VER={nextflow_version}')} {UNIT_DROP_IN}")
     return checks
 
 
@@ -98,7 +101,8 @@ class Bootstrap:
         script = "; ".join(f"{command} >/dev/null 2>&1 || echo {shlex.quote(name)}"
                            for name, command in tool_checks(self.nextflow_version).items())
         script += f"; [ -f {NEXTFLOW_REJECTED} ] && echo rejected; true"
-        missing = remote.run(client, script, timeout=TOOL_CHECK_SECONDS).split()
+        answer = remote.run(client, script, timeout=TOOL_CHECK_SECONDS)
+        missing = [line.strip() for line in answer.splitlines() if line.strip()]
         if "rejected" in missing:
             raise OperationError(
                 f"{self.what}: the Nextflow launcher it downloaded does not match "
