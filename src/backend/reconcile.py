@@ -1,6 +1,8 @@
 """Reconciliation: the backend's live workers against the worker records.
 
 - a live worker with no record (or a closed one), older than the grace period, is destroyed;
+- a second live worker of a record that already names its own (a droplet made twice after an
+  unclear answer) is destroyed as a duplicate, at once: it can never be used, only billed;
 - a record whose worker vanished is closed and its assigned runs go back to pending;
 - a worker older than the age limit puts its taxon in ``needs_attention``.
 Written once for every backend; the orphan grace period protects a worker being started.
@@ -41,15 +43,19 @@ def reconcile(settings: Settings, backend: ComputeBackend, store: WorkerStore,
               registry: Registry, now: datetime, grace: float | None = None) -> ReconcileReport:
     """One pass; ``grace`` overrides MICROFETCH_ORPHAN_GRACE_SECONDS (0 for `workers reap`)."""
     report = ReconcileReport()
-    live = {worker.name: worker for worker in backend.list_live()}
+    workers = backend.list_live()
+    live = {worker.name for worker in workers}
     records = {r.name: r for r in store.all() if r.backend == backend.name}
     grace = settings.orphan_grace_seconds if grace is None else grace
-    for name, worker in live.items():
-        record = records.get(name)
+    for worker in workers:
+        record = records.get(worker.name)
         if (record is None or record.phase is Phase.DESTROYED) and \
                 _age(worker.created_at, now) >= grace:
             _destroy_orphan(backend, worker, record)
-            report.destroyed.append(name)
+            report.destroyed.append(worker.name)
+        elif record is not None and _duplicate(worker, record):
+            _destroy_duplicate(backend, worker, record)
+            report.destroyed.append(worker.name)
     for name, record in records.items():
         if record.phase in (Phase.CLAIMED, Phase.DESTROYED):
             continue
@@ -113,6 +119,23 @@ def _destroy_orphan(backend: ComputeBackend, worker: LiveWorker,
     backend.destroy(record)
     taxon_log(record.taxon_id).warning("destroyed orphan worker {} (no record of it)",
                                        worker.name)
+
+
+def _duplicate(worker: LiveWorker, record: WorkerRecord) -> bool:
+    """The record names another droplet than this one (a record with no id yet adopts)."""
+    return record.phase is not Phase.DESTROYED and record.droplet_id is not None and \
+        worker.backend_id.isdigit() and int(worker.backend_id) != record.droplet_id
+
+
+def _destroy_duplicate(backend: ComputeBackend, worker: LiveWorker,
+                       record: WorkerRecord) -> None:
+    """Destroy only the duplicate: a copy of the record that names it, not the worker's own."""
+    duplicate = WorkerRecord.from_json(record.to_json())
+    duplicate.droplet_id = int(worker.backend_id)
+    backend.destroy(duplicate)
+    taxon_log(record.taxon_id).warning("destroyed droplet {}: a duplicate of worker {}, whose "
+                                       "droplet is {}", worker.backend_id, record.name,
+                                       record.droplet_id)
 
 
 def _close(settings: Settings, store: WorkerStore, registry: Registry,

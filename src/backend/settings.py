@@ -7,6 +7,7 @@ these fields by a test, so the three cannot drift apart.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -124,6 +125,24 @@ def _bind(text: str) -> str:
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise _Invalid("host:port, e.g. 127.0.0.1:8000 or 0.0.0.0:8000")
     return text.strip()
+
+
+def _cidr(text: str) -> str:
+    if not text.strip():
+        return ""
+    try:
+        return str(ipaddress.ip_network(text.strip(), strict=False))
+    except ValueError:
+        raise _Invalid("an address range in CIDR form, e.g. 203.0.113.0/24") from None
+
+
+def _pattern(regex: str, expected: str) -> Parser:
+    def parse(text: str) -> str:
+        value = text.strip()
+        if value and not re.match(regex, value):
+            raise _Invalid(expected)
+        return value
+    return parse
 
 
 def _setting(env: str, default: Any, parse: Parser, help: str, shown: str | None = None,
@@ -468,6 +487,45 @@ class Settings:
     do_daily_spend_cap: float = _setting(
         "MICROFETCH_DO_DAILY_SPEND_CAP", 20.0, _float(0, unit=" of US dollars"),
         "No new droplets once the estimate of today's spend reaches this (USD).",
+    )
+    do_list_lag_seconds: int = _setting(
+        "MICROFETCH_DO_LIST_LAG_SECONDS", 60, _int(0, unit=" of seconds"),
+        "After an unclear answer to a create (5xx, timeout, dropped connection), how long to "
+        "look for the droplet by its worker tag before creating again (listings lag creation).",
+    )
+    do_limit_wait_seconds: int = _setting(
+        "MICROFETCH_DO_LIMIT_WAIT_SECONDS", 300, _int(1, unit=" of seconds"),
+        "After DigitalOcean refuses a droplet for the account's droplet limit, no new droplet "
+        "is asked for this long (the runs wait, nothing is parked).",
+    )
+    do_bootstrap_seconds: int = _setting(
+        "MICROFETCH_DO_BOOTSTRAP_SECONDS", 900, _int(1, unit=" of seconds"),
+        "How long to wait for a droplet's user data to finish (its marker file) before the "
+        "droplet is given up.",
+    )
+    do_ssh_from: str = _setting(
+        "MICROFETCH_DO_SSH_FROM", "", _cidr,
+        "When set (a CIDR such as `203.0.113.0/24`), a Cloud Firewall lets SSH reach this "
+        "install's droplets only from that range.",
+    )
+    install_id: str = _setting(
+        "MICROFETCH_INSTALL_ID", "", _pattern(r"^[a-z0-9][a-z0-9-]{0,39}$",
+                                              "lower-case letters, digits and dashes (at most "
+                                              "40), e.g. lab-prod"),
+        "Names this installation in its droplets' tags (`mf-install-<id>`); the reaper touches "
+        "only droplets of its own install. By default generated once and kept in that file.",
+        shown="<data dir>/install_id",
+    )
+    nextflow_version: str = _setting(
+        "MICROFETCH_NEXTFLOW_VERSION", "25.10.0",
+        _pattern(r"^\d+\.\d+\.\d+(-edge)?$", "a Nextflow version such as 25.10.0 (or empty)"),
+        "Nextflow version installed on droplets and exported there as `NXF_VER` (the pipeline "
+        "needs 25.10.0 or newer); empty: no Nextflow (the chunk runner fetches with Python).",
+    )
+    nextflow_sha256: str = _setting(
+        "MICROFETCH_NEXTFLOW_SHA256", "", _pattern(r"^[0-9a-fA-F]{64}$", "64 hex digits"),
+        "SHA-256 of that version's Nextflow launcher; when set, a droplet whose download "
+        "differs installs no Nextflow and is refused.",
     )
     egress_price_per_gib: float = _setting(
         "MICROFETCH_EGRESS_PRICE_PER_GIB", 0.01, _float(0, unit=" of US dollars"),

@@ -12,11 +12,13 @@ import getpass
 import hashlib
 import json
 import time
+from pathlib import Path
 
 import responses
 import yaml
 
 from backend.accessions import RunStatus
+from backend.cloudinit import bootstrap_marker
 from backend.collect import Collector
 from backend.compute.digitalocean import DigitalOceanBackend
 from backend.compute.do_api import DoApi
@@ -38,7 +40,7 @@ def test_a_droplet_is_created_reached_with_its_pinned_key_collected_and_destroye
     settings = lab.settings.with_overrides(
         backend="digitalocean", do_token="secret", do_ssh_keys=("12345",),
         do_ssh_private_key=sshd.user_key, do_size="1gb", fastq_scheme="http",
-        callback_url="", ssh_connect_timeout=5, ssh_boot_seconds=20)
+        callback_url="", ssh_connect_timeout=5, ssh_boot_seconds=20, nextflow_version="")
     lab.settings = settings
     backend = DigitalOceanBackend(settings, DoApi("secret", 5, retries=1), ssh_port=sshd.port,
                                   workers_root=str(tmp_path / "srv"), poll_seconds=0.1)
@@ -53,6 +55,9 @@ def test_a_droplet_is_created_reached_with_its_pinned_key_collected_and_destroye
         (sshd.folder / "host_ed25519").chmod(0o600)
         (sshd.folder / "host_ed25519.pub").write_text(keys["ed25519_public"] + "\n")
         sshd.start()
+        marker = Path(bootstrap_marker(body["name"], str(tmp_path / "srv")))
+        marker.parent.mkdir(parents=True)  # and its runcmd, whose last step is the marker
+        marker.touch()
         state["name"], state["tags"] = body["name"], body["tags"]
         reply = copy.deepcopy(anchor("droplet_create_response.json"))
         reply["droplet"].update(id=4242, name=body["name"])
@@ -61,6 +66,8 @@ def test_a_droplet_is_created_reached_with_its_pinned_key_collected_and_destroye
     with responses.RequestsMock(assert_all_requests_are_fired=False) as api:
         api.get(f"{API}/sizes/", json=anchor("sizes_list.json"))
         api.get(f"{API}/droplets/", json=tagged())
+        api.get(f"{API}/droplets", json={"droplets": [], "links": {}, "meta": {"total": 0}})
+        api.get(f"{API}/account", json={"account": {"droplet_limit": 25}})
         api.add_callback(responses.POST, f"{API}/droplets/", callback=create)
         api.add_callback(responses.GET, f"{API}/droplets/4242", callback=lambda r: (
             200, {}, json.dumps(droplet(4242, str(state["name"]), ip="127.0.0.1"))))
@@ -73,7 +80,8 @@ def test_a_droplet_is_created_reached_with_its_pinned_key_collected_and_destroye
             assert record.droplet_id == 4242 and record.address == "127.0.0.1"
             served_key = (sshd.folder / "host_ed25519.pub").read_text().split()[:2]
             assert " ".join(served_key) == record.host_key  # the pin is the droplet's key
-            assert state["tags"] == ["microfetch", "microfetch-taxon-562", "microfetch-chunk-0"]
+            assert state["tags"][:4] == ["microfetch", "microfetch-taxon-562",
+                                         "microfetch-chunk-0", f"mf-worker-{name}"]
             deadline = time.monotonic() + 60
             while backend.status(record).value != "done":
                 assert time.monotonic() < deadline, "the droplet's runner did not finish"

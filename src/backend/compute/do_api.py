@@ -3,27 +3,51 @@
 The library sets no timeout (unless an environment variable says so) and retries nothing; a
 429 and a 5xx both become a bare ``DataReadError``. A mixin wraps the library's single request
 method, so every call (POST included) gets our timeout and bounded retries on 429 and 5xx that
-honour ``Retry-After``; other errors surface with the API's message and what to do.
+honour ``ratelimit-reset`` and ``Retry-After`` (a malformed value becomes a bounded default),
+and waits out an exhausted ``ratelimit-remaining`` before the next request. Other errors
+surface with the API's message and what to do; two are told apart because the caller acts on
+them: an unclear answer to a create (:class:`UnclearAnswer`) and the account's droplet limit
+(:class:`QuotaReached`).
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import digitalocean
 import requests
-from digitalocean.baseapi import BaseAPI, DataReadError, JSONReadError, NotFoundError
+from digitalocean.baseapi import (
+    DELETE,
+    GET,
+    POST,
+    BaseAPI,
+    DataReadError,
+    JSONReadError,
+    NotFoundError,
+)
 
 from backend.errors import OperationError
 from backend.timeutil import parse_time
 
 RETRY_STATUSES = {429, 500, 502, 503, 504}
 DEFAULT_API_URL = "https://api.digitalocean.com/v2"
+#: The longest wait a retry header may ask for; anything longer or unreadable is capped here.
 MAX_RETRY_AFTER = 120.0
+#: DigitalOcean's words when a create would pass the account's droplet limit.
+LIMIT_MESSAGE = "droplet limit"
+
+
+class UnclearAnswer(OperationError):
+    """A create that failed after it was sent: the droplet may exist, so it is not repeated."""
+
+
+class QuotaReached(OperationError):
+    """The account's droplet limit: wait for a free slot (never permanent, nothing parked)."""
 
 
 @dataclass
@@ -32,6 +56,10 @@ class RetryPolicy:
     retries: int = 5
     backoff: float = 1.0
     sleep: Callable[[float], None] = time.sleep
+    clock: Callable[[], float] = time.time  # epoch seconds, as ``ratelimit-reset`` is
+    #: When the API said no request is left until its reset (epoch seconds), else 0.
+    paused_until: float = 0.0
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def perform(self, request: Callable[[], requests.Response],
                 repeatable: bool = True) -> requests.Response:
@@ -40,10 +68,12 @@ class RetryPolicy:
         A POST that failed after it was sent (a 5xx, a dropped connection, a read timeout) may
         have made the droplet: sending it again would make a second one, billed as long as the
         worker lives. So only a 429 or a connect timeout (refused before anything happened)
-        repeats a POST; anything else raises at once, and the caller destroys by name.
+        repeats a POST; anything else raises :class:`UnclearAnswer` at once, and the caller
+        looks for the droplet by its worker tag before it creates again.
         """
         last = ""
         for attempt in range(self.retries + 1):
+            self._wait_for_window()
             try:
                 response = request()
             except (requests.ConnectionError, requests.Timeout) as exc:
@@ -52,27 +82,61 @@ class RetryPolicy:
                     raise _unsure(last) from None
             else:
                 if response.status_code not in RETRY_STATUSES:
+                    self._note_window(response)
                     return response
-                last, wait = f"HTTP {response.status_code}", response.headers.get("Retry-After")
+                last, wait = f"HTTP {response.status_code}", self.retry_after(response)
                 if not repeatable and response.status_code != 429:
                     raise _unsure(last)
             if attempt < self.retries:
-                self.sleep(self._delay(attempt, wait))
+                self.sleep(wait if wait is not None else self._backoff(attempt))
         raise OperationError(f"DigitalOcean's API did not answer after {self.retries + 1} tries "
                              f"({last}); check status.digitalocean.com, microfetch tries again")
 
-    def _delay(self, attempt: int, retry_after: str | None) -> float:
+    def retry_after(self, response: requests.Response) -> float | None:
+        """Seconds to wait before the next try, from ``ratelimit-reset`` (an epoch time) or
+        ``Retry-After`` (seconds); None when neither is sent. Never negative, never more than
+        MAX_RETRY_AFTER; a malformed value counts as MAX_RETRY_AFTER / 4, a bounded guess."""
+        reset, after = response.headers.get("ratelimit-reset"), \
+            response.headers.get("Retry-After")
+        if response.status_code == 429 and reset is not None:
+            return self._bounded(reset, lambda value: value - self.clock())
+        if after is not None:
+            return self._bounded(after, lambda value: value)
+        return None
+
+    @staticmethod
+    def _bounded(text: str, seconds: Callable[[float], float]) -> float:
         try:
-            return min(float(retry_after), MAX_RETRY_AFTER) if retry_after else \
-                self.backoff * 2 ** attempt
+            value = seconds(float(text))
         except ValueError:
-            return self.backoff * 2 ** attempt
+            return MAX_RETRY_AFTER / 4
+        if value != value:  # NaN
+            return MAX_RETRY_AFTER / 4
+        return min(max(value, 0.0), MAX_RETRY_AFTER)
+
+    def _note_window(self, response: requests.Response) -> None:
+        """An answer saying no request is left: hold every request until the window resets."""
+        remaining = response.headers.get("ratelimit-remaining", "")
+        if remaining.strip() not in ("0", "-0"):
+            return
+        wait = self._bounded(response.headers.get("ratelimit-reset", ""),
+                             lambda value: value - self.clock())
+        with self.lock:
+            self.paused_until = max(self.paused_until, self.clock() + wait)
+
+    def _wait_for_window(self) -> None:
+        with self.lock:
+            wait = min(self.paused_until - self.clock(), MAX_RETRY_AFTER)
+        if wait > 0:
+            self.sleep(wait)
+
+    def _backoff(self, attempt: int) -> float:
+        return min(self.backoff * 2 ** attempt, MAX_RETRY_AFTER)
 
 
-def _unsure(last: str) -> OperationError:
-    return OperationError(f"DigitalOcean's API failed after the request was sent ({last}); it "
-                          "may have acted on it, so it is not repeated. A droplet it made is "
-                          "found by name and destroyed; microfetch tries again later")
+def _unsure(last: str) -> UnclearAnswer:
+    return UnclearAnswer(f"DigitalOcean's API failed after the request was sent ({last}); it "
+                         "may have acted on it, so it is not repeated blindly")
 
 
 class _Retrying:
@@ -118,6 +182,10 @@ def _info(droplet: Any) -> DropletInfo:
 def explain(exc: Exception, what: str) -> OperationError:
     """The API's message and what to do about it."""
     message = str(exc) or type(exc).__name__
+    if LIMIT_MESSAGE in message.lower():
+        return QuotaReached(f"{what}: DigitalOcean said: {message}. The account's droplet "
+                            "limit is reached; microfetch waits for a free slot and tries again "
+                            "(ask DigitalOcean support to raise the limit if this lasts)")
     if "authenticate" in message.lower() or isinstance(exc, digitalocean.TokenError):
         return OperationError(
             f"{what}: DigitalOcean refused the token ({message}). Create a read/write token "
@@ -200,3 +268,46 @@ class DoApi:
         return {s.slug: {"price_hourly": float(s.price_hourly), "disk": float(s.disk),
                          "transfer": float(s.transfer), "vcpus": float(s.vcpus or 1)}
                 for s in sizes}
+
+    # the account and its firewalls ---------------------------------------------------------
+
+    def _data(self, what: str, path: str, method: str = GET,
+              params: dict[str, Any] | None = None) -> Any:
+        return self._call(what, lambda: self._manager().get_data(path, type=method,
+                                                                 params=params))
+
+    def droplet_limit(self) -> int:
+        """How many droplets the account may have at once (``/v2/account``)."""
+        account = self._data("reading /v2/account", "account")
+        return int(account["account"]["droplet_limit"])
+
+    def droplet_count(self) -> int:
+        """Droplets the account has now, of every install and every tool (one small page)."""
+        data = self._data("counting droplets", "droplets", params={"page": 1, "per_page": 1})
+        return int((data.get("meta") or {}).get("total", len(data.get("droplets") or [])))
+
+    def firewalls(self, name: str) -> list[str]:
+        """Ids of the Cloud Firewalls with this name."""
+        data = self._data("listing firewalls", "firewalls")
+        return [f["id"] for f in data.get("firewalls") or [] if f.get("name") == name]
+
+    def create_firewall(self, name: str, tag: str, ssh_from: str) -> str:
+        """A firewall on every droplet with ``tag``: SSH in from ``ssh_from`` only, all out."""
+        everywhere = {"addresses": ["0.0.0.0/0", "::/0"]}
+        body = {
+            "name": name, "tags": [tag], "droplet_ids": [],
+            "inbound_rules": [{"protocol": "tcp", "ports": "22",
+                               "sources": {"addresses": [ssh_from]}}],
+            "outbound_rules": [{"protocol": proto, "ports": "all" if proto != "icmp" else "",
+                                "destinations": everywhere}
+                               for proto in ("tcp", "udp", "icmp")],
+        }
+        data = self._data(f"creating firewall {name}", "firewalls", POST, body)
+        return str(data["firewall"]["id"])
+
+    def delete_firewall(self, firewall_id: str) -> None:
+        """Delete a firewall; one already gone is fine."""
+        try:
+            self._data(f"deleting firewall {firewall_id}", f"firewalls/{firewall_id}", DELETE)
+        except NotFoundError:
+            return

@@ -35,8 +35,13 @@ SIZES: dict[str, dict[str, Any]] = {
                     "price_monthly": 48.0, "price_hourly": 0.07143},
 }
 REGIONS = ("lon1", "ams3", "fra1", "nyc3", "sfo3")
-CREATE_FAULTS = ("500", "drop", "422")
+CREATE_FAULTS = ("500", "504", "drop", "422")
 BOOT_TRIES = 3
+
+
+def _take(queue: deque[float]) -> float:
+    """The next queued fault value, or 0 when none is queued."""
+    return queue.popleft() if queue else 0.0
 
 
 class ApiError(Exception):
@@ -64,16 +69,20 @@ class Droplet:
     created_at: datetime
     machine: Machine
     status: str = "new"
+    listed_from: float = 0.0  # time.monotonic() from which listings show it
 
 
 @dataclass
 class Faults:
     """What goes wrong next; each queued fault is used once."""
 
-    create: deque[str] = field(default_factory=deque)   # "500", "drop", "422"
+    create: deque[str] = field(default_factory=deque)   # "500", "504", "drop", "422"
     rate_limited: int = 0                               # next N requests answer 429
     rate_reset_seconds: int = 2
     slow: deque[float] = field(default_factory=deque)   # extra seconds before "active"
+    list_lag: deque[float] = field(default_factory=deque)  # seconds unseen by listings
+    answer_delay: deque[float] = field(default_factory=deque)  # a made droplet's answer waits
+    late_bootstrap: deque[float] = field(default_factory=deque)  # runcmd after sshd is up
 
 
 class Cloud:
@@ -139,10 +148,12 @@ class Cloud:
             droplet_id = next(self._ids)
             address = free_address({d.machine.address for d in self.droplets.values()})
             machine = Machine(droplet_id, address, self.folder / f"droplet-{droplet_id}",
-                              plan(str(body.get("user_data") or "")), keys)
+                              plan(str(body.get("user_data") or "")), keys,
+                              bootstrap_delay=_take(self.faults.late_bootstrap))
             droplet = Droplet(droplet_id, name, size, str(body["region"]),
                               str(body.get("image") or ""), list(body.get("tags") or []),
-                              self.clock(), machine)
+                              self.clock(), machine,
+                              listed_from=time.monotonic() + _take(self.faults.list_lag))
             self.droplets[droplet_id] = droplet
             self.entries.append(LedgerEntry(droplet_id, name, size, address, droplet.created_at))
             delay = self.activation_seconds + (self.faults.slow.popleft()
@@ -186,7 +197,8 @@ class Cloud:
     def tagged(self, tag: str | None) -> list[Droplet]:
         with self.lock:
             found = sorted(self.droplets.values(), key=lambda d: d.id)
-        return [d for d in found if tag is None or tag in d.tags]
+        now = time.monotonic()
+        return [d for d in found if (tag is None or tag in d.tags) and d.listed_from <= now]
 
     def destroy(self, droplet_id: int) -> None:
         """Delete: billing stops now, sshd and every process of the droplet end, disk goes."""
@@ -247,6 +259,22 @@ class Cloud:
 
     def slow_activation(self, seconds: float, count: int = 1) -> None:
         self.faults.slow.extend([seconds] * count)
+
+    def lag_listing(self, seconds: float, count: int = 1) -> None:
+        """The next ``count`` droplets appear in listings only ``seconds`` after creation."""
+        self.faults.list_lag.extend([seconds] * count)
+
+    def delay_answer(self, seconds: float, count: int = 1) -> None:
+        """The next ``count`` creates make the droplet at once and answer ``seconds`` later."""
+        self.faults.answer_delay.extend([seconds] * count)
+
+    def late_bootstrap(self, seconds: float, count: int = 1) -> None:
+        """The next ``count`` droplets answer SSH ``seconds`` before their runcmd has run."""
+        self.faults.late_bootstrap.extend([seconds] * count)
+
+    def take_answer_delay(self) -> float:
+        with self.lock:
+            return _take(self.faults.answer_delay)
 
     def take_rate_limit(self) -> int | None:
         """Seconds until reset when this request is to be refused with 429."""

@@ -121,6 +121,9 @@ class Machine:
     plan: CloudPlan
     authorized_keys: list[str]
     tag: str = ""
+    #: Seconds between sshd answering and cloud-init's commands running (as on a real first
+    #: boot, where SSH is up while packages still install); 0 runs them before sshd starts.
+    bootstrap_delay: float = 0.0
     proc: subprocess.Popen | None = None
     made: list[Path] = field(default_factory=list)
     ran: list[str] = field(default_factory=list)
@@ -136,8 +139,18 @@ class Machine:
             if self.gone:
                 return False
             self._setup()
+            if not self.bootstrap_delay:
+                self._run_plan()
             self.start_sshd()
-            return True
+        if self.bootstrap_delay:
+            threading.Thread(target=self._late_plan, daemon=True).start()
+        return True
+
+    def _late_plan(self) -> None:
+        time.sleep(self.bootstrap_delay)
+        with self.lock:
+            if not self.gone:
+                self._run_plan()
 
     def _setup(self) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -149,6 +162,9 @@ class Machine:
                                                              for k in self.authorized_keys))
         (self.folder / "sshd_config").write_text(sshd_config(self.folder, self.address,
                                                              self.tag))
+
+    def _run_plan(self) -> None:
+        """cloud-init's runcmd: the folders and markers, in the document's order."""
         for argv in self.plan.commands:
             self._run(argv)
         for marker in self.plan.markers:

@@ -57,7 +57,9 @@ class DoStandIn:
         """The settings that point microfetch's digitalocean backend at this stand-in."""
         return {"MICROFETCH_BACKEND": "digitalocean", "DIGITALOCEAN_TOKEN": self.cloud.token,
                 "MICROFETCH_DO_API_URL": self.api_url, "MICROFETCH_DO_REGION": REGIONS[0],
-                "MICROFETCH_DO_SIZE": "s-1vcpu-1gb"}
+                "MICROFETCH_DO_SIZE": "s-1vcpu-1gb",
+                # Its droplets are this machine, which installs nothing: no Nextflow to expect.
+                "MICROFETCH_NEXTFLOW_VERSION": ""}
 
     def start(self, port: int = 0) -> DoStandIn:
         self._server = _QuietServer(("127.0.0.1", port), _handler(self))
@@ -228,12 +230,16 @@ def _handler(stand_in: DoStandIn) -> type[http.server.BaseHTTPRequestHandler]:
 
         def _create(self, body: dict[str, Any], headers: dict[str, str]) -> None:
             droplet, fault = cloud.create(body)
+            delay = cloud.take_answer_delay()
+            if delay:  # made, not yet said: a client killed meanwhile never learns of it
+                time.sleep(delay)
             if fault == "drop":  # the droplet exists, the client never hears of it
                 self.close_connection = True
                 self.connection.shutdown(2)
                 return
-            if fault == "500":
-                raise ApiError(500, "server_error", "Server was unable to give you a response.")
+            if fault in ("500", "504"):
+                raise ApiError(int(fault), "server_error",
+                               "Server was unable to give you a response.")
             self._json(202, {"droplet": stand_in.droplet_json(droplet), "links": {"actions": [
                 {"id": droplet.id + 33640602, "rel": "create",
                  "href": f"{stand_in.api_url}/actions/{droplet.id + 33640602}"}]}}, headers)
@@ -274,8 +280,9 @@ def _handler(stand_in: DoStandIn) -> type[http.server.BaseHTTPRequestHandler]:
 def apply_fault(cloud: Cloud, body: dict[str, Any]) -> None:
     """``POST /_standin/faults`` with ``{"fault": …}``: the same faults as the Python API.
 
-    ``create_500``, ``create_drop``, ``create_422`` (``count``); ``429`` (``count``,
-    ``reset_seconds``); ``slow_activation`` (``seconds``, ``count``); ``droplet_limit``
+    ``create_500``, ``create_504``, ``create_drop``, ``create_422`` (``count``); ``429``
+    (``count``, ``reset_seconds``); ``slow_activation``, ``lag_listing``, ``delay_answer``,
+    ``late_bootstrap`` (``seconds``, ``count``); ``droplet_limit``
     (``limit``); ``kill`` and ``reboot`` (``droplet``).
     """
     fault, count = str(body["fault"]), int(body.get("count", 1))
@@ -285,6 +292,8 @@ def apply_fault(cloud: Cloud, body: dict[str, Any]) -> None:
         cloud.rate_limit(count, int(body.get("reset_seconds", 2)))
     elif fault == "slow_activation":
         cloud.slow_activation(float(body["seconds"]), count)
+    elif fault in ("lag_listing", "delay_answer", "late_bootstrap"):
+        getattr(cloud, fault)(float(body["seconds"]), count)
     elif fault == "droplet_limit":
         cloud.droplet_limit = int(body["limit"])
     elif fault in ("kill", "reboot"):
