@@ -11,6 +11,7 @@ Chunks travel later by SFTP, so the document stays small.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import yaml
@@ -74,9 +75,11 @@ def nextflow_script(version: str, sha256: str, *, bin_dir: str = "/usr/local/bin
 
 
 def render_user_data(worker: str, host_key: HostKey, *, nextflow_version: str = "",
-                     nextflow_sha256: str = "", user: str = "root") -> str:
-    """The ``#cloud-config`` document for one droplet (no Nextflow when no version)."""
-    packages = ["python3", "rsync", "curl"]
+                     nextflow_sha256: str = "", user: str = "root",
+                     extra_packages: Sequence[str] = ()) -> str:
+    """The ``#cloud-config`` document for one droplet (no Nextflow when no version);
+    ``extra_packages`` are Debian packages the products need (fastp and the assembler)."""
+    packages = ["python3", "rsync", "curl", *extra_packages]
     runcmd = [["mkdir", "-p", f"{WORKERS_ROOT}/{worker}"]]
     files = []
     if user != "root":

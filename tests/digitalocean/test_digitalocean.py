@@ -17,12 +17,18 @@ from loguru import logger
 from backend import costs
 from backend.accessions import RunStatus
 from backend.cloudinit import generate_host_key, launcher_url, nextflow_script, render_user_data
-from backend.compute.digitalocean import DigitalOceanBackend, startup_problems, startup_warnings
+from backend.compute.digitalocean import (
+    DigitalOceanBackend,
+    product_packages,
+    startup_problems,
+    startup_warnings,
+)
 from backend.compute.do_api import DoApi
 from backend.compute.do_tags import key_tag
 from backend.errors import OperationError
 from backend.preflight import preflight
 from backend.reconcile import reconcile
+from backend.settings import load_settings
 from backend.timeutil import format_time, utc_now
 from backend.workers import Phase, WorkerRecord
 
@@ -269,12 +275,17 @@ def test_serve_behind_nat_is_not_refused_and_says_so_in_one_line(lab, tmp_path):
     assert len(lines) == 1 and "poll-only" in lines[0]
 
 
+@pytest.mark.parametrize("products", ["reads", "assembly"])
 @pytest.mark.parametrize("nextflow", [True, False])
 @pytest.mark.parametrize("name", ["mf-562-0-abcdef", "mf-2147483647-99999-0a1b2c"])
-def test_every_cloud_init_variant_passes_cloud_init_schema(tmp_path, nextflow, name):
+def test_every_cloud_init_variant_passes_cloud_init_schema(tmp_path, nextflow, name, products):
+    settings = load_settings({"MICROFETCH_WORKER_PRODUCTS": products})
     document = render_user_data(name, generate_host_key(),
                                 nextflow_version="25.10.0" if nextflow else "",
-                                nextflow_sha256="ab" * 32 if nextflow else "")
+                                nextflow_sha256="ab" * 32 if nextflow else "",
+                                extra_packages=product_packages(settings))
+    packages = yaml.safe_load(document)["packages"]
+    assert ("fastp" in packages and "skesa" in packages) == (products == "assembly")
     path = tmp_path / "user-data.yaml"
     path.write_text(document)
     result = subprocess.run(["cloud-init", "schema", "-c", str(path)], capture_output=True,

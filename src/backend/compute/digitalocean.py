@@ -53,6 +53,11 @@ CREATE_TRIES = 3
 QUOTA_REPEAT_SECONDS = 600.0
 
 
+def product_packages(settings: Settings) -> tuple[str, ...]:
+    """Debian packages a droplet needs for what it brings home (assembly: fastp, assembler)."""
+    return () if settings.worker_products == "reads" else ("fastp", settings.assembler)
+
+
 def key_ids(settings: Settings) -> list[int | str]:
     """SSH key ids (numbers) or fingerprints; never public keys (a 10-a-minute endpoint)."""
     keys: list[int | str] = []
@@ -249,7 +254,8 @@ class DigitalOceanBackend(ComputeBackend):
                     ssh_keys=key_ids(self.settings), tags=droplet_tags(record, self.install),
                     user_data=render_user_data(
                         record.name, key, nextflow_version=self.settings.nextflow_version,
-                        nextflow_sha256=self.settings.nextflow_sha256))
+                        nextflow_sha256=self.settings.nextflow_sha256,
+                        extra_packages=product_packages(self.settings)))
             except UnclearAnswer as exc:
                 log.warning("creating droplet {} (try {} of {}): {}; looking for it by its tag "
                             "for up to {} s", record.name, attempt, CREATE_TRIES, exc,
