@@ -38,7 +38,7 @@ def cmd_fetch(args: argparse.Namespace, settings: Settings) -> int:
     print(f"runs seen {check.seen}, new {check.new}, changed {check.changed}, "
           f"stored {check.total}")
     print(f"selected {result.selected}, excluded {sum(result.excluded.values())}, "
-          f"withdrawn {result.withdrawn}")
+          f"withdrawn {result.withdrawn} (decided {result.decided} new or changed runs)")
     for code, count in sorted(result.excluded.items()):
         print(f"  excluded {code}: {count}")
     if result.back_to_pending:
