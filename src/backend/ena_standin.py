@@ -121,6 +121,9 @@ class EnaStandIn:
         self.rewrite_hosts = rewrite_hosts
         self.faults: dict[str, deque[str]] = defaultdict(deque)
         self.requests: list[dict[str, Any]] = []
+        #: Rendered search answers by (query, fields) when set: a benchmark renders a large
+        #: answer once instead of on every request (clear it after changing ``data``).
+        self.cache: dict[tuple[str, str], bytes] | None = None
         self._server: http.server.ThreadingHTTPServer | None = None
 
     @property
@@ -159,6 +162,16 @@ class EnaStandIn:
     def next_fault(self, endpoint: str) -> str:
         queue = self.faults.get(endpoint)
         return queue.popleft() if queue else ""
+
+    def answer(self, params: dict[str, str], rows: list[dict[str, str]]) -> bytes:
+        fields = params.get("fields", "run_accession")
+        key = (params.get("query", ""), fields)
+        if self.cache is not None and key in self.cache:
+            return self.cache[key]
+        body = self.render(rows, fields.split(","))
+        if self.cache is not None:
+            self.cache[key] = body
+        return body
 
     def render(self, rows: list[dict[str, str]], fields: list[str]) -> bytes:
         """TSV as ENA writes it: tab-joined, never quoted (a ``"`` is just a character)."""
@@ -230,7 +243,7 @@ def _handler(stand_in: EnaStandIn) -> type[http.server.BaseHTTPRequestHandler]:
             if not rows:
                 self._send(204, b"", "text/plain")
                 return
-            body = stand_in.render(rows, params.get("fields", "run_accession").split(","))
+            body = stand_in.answer(params, rows)
             if fault == "utf8":
                 at = body.index(b"\n") + 5
                 body = body[:at] + b"\xff" + body[at + 1:]

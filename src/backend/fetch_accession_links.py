@@ -41,8 +41,11 @@ DRIFT_ATTEMPTS = 3
 NO_FILES_BATCH = 100
 #: Accessions per ``IN (...)`` look-up (SQLite allows 32766 parameters).
 LOOKUP = 500
-#: Bytes of the answer pyarrow parses per batch (about 20,000 runs).
-BLOCK = 8 << 20
+#: Bytes of the answer pyarrow parses per batch (about 2,500 runs). Larger blocks, or
+#: pyarrow's reading threads, hold several times the memory for little speed.
+BLOCK = 1 << 20
+#: Runs written per transaction while merging (each commit waits for the disk).
+MERGE_ROWS = 50_000
 #: Duplicates named one by one in the log; the rest are counted.
 NAMED_DUPLICATES = 5
 
@@ -193,7 +196,7 @@ def _csv_options(header: list[str], columns: Sequence[str]) -> dict[str, Any]:
     import pyarrow.csv as pacsv
 
     return {
-        "read_options": pacsv.ReadOptions(block_size=BLOCK),
+        "read_options": pacsv.ReadOptions(block_size=BLOCK, use_threads=False),
         # Quoting off: ENA's TSV does not quote, and a field starting with `"` must not
         # swallow the rows after it.
         "parse_options": pacsv.ParseOptions(delimiter="\t", quote_char=False,
@@ -218,8 +221,8 @@ def duplicate_rows(path: Path, taxon_id: int, result: CheckResult) -> set[int]:
     import pyarrow.csv as pacsv
 
     try:
-        table = pacsv.read_csv(path, **_csv_options(_header(path),
-                                                    ("run_accession", "last_updated")))
+        table = pa.Table.from_batches(pacsv.open_csv(
+            path, **_csv_options(_header(path), ("run_accession", "last_updated"))))
     except pa.ArrowInvalid as exc:
         raise _arrow_error(exc, taxon_id) from None
     accessions = table["run_accession"]
@@ -243,26 +246,33 @@ def duplicate_rows(path: Path, taxon_id: int, result: CheckResult) -> set[int]:
     return skip
 
 
-def answer_batches(path: Path, taxon_id: int,
-                   skip: set[int]) -> Iterator[tuple[list[str], list[str], list[str]]]:
-    """(accessions, last_updated, tab-joined FIELDS) per batch of the answer."""
+def answer_batches(path: Path, taxon_id: int, skip: set[int],
+                   rows: int = MERGE_ROWS) -> Iterator[tuple[list[str], list[str], list[str]]]:
+    """(accessions, last_updated, tab-joined FIELDS) per ``rows`` or so of the answer."""
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.csv as pacsv
 
+    accessions: list[str] = []
+    updated: list[str] = []
+    lines: list[str] = []
     try:
-        reader = pacsv.open_csv(path, **_csv_options(_header(path), FIELDS))
         offset = 0
-        for batch in reader:
+        for batch in pacsv.open_csv(path, **_csv_options(_header(path), FIELDS)):
             if skip:
                 keep = [offset + i not in skip for i in range(batch.num_rows)]
                 offset += batch.num_rows
                 batch = batch.filter(pa.array(keep))
-            line = pc.binary_join_element_wise(*batch.columns, "\t")
-            yield (batch.column(0).to_pylist(), batch.column(FIELDS.index("last_updated"))
-                   .to_pylist(), line.to_pylist())
+            accessions += batch.column(0).to_pylist()
+            updated += batch.column(FIELDS.index("last_updated")).to_pylist()
+            lines += pc.binary_join_element_wise(*batch.columns, "\t").to_pylist()
+            if len(accessions) >= rows:
+                yield accessions, updated, lines
+                accessions, updated, lines = [], [], []
     except pa.ArrowInvalid as exc:
         raise _arrow_error(exc, taxon_id) from None
+    if accessions:
+        yield accessions, updated, lines
 
 
 # Merging -------------------------------------------------------------------------------------
@@ -358,7 +368,11 @@ def export_metadata(settings: Settings, taxon_id: int) -> Path:
             "SELECT line FROM ena_metadata WHERE taxon = ? AND listed = 1 ORDER BY rowid",
             (taxon_id,))
         while rows := cursor.fetchmany(10_000):
-            writer.writerows(row[0].split("\t") for row in rows)
+            for (line,) in rows:
+                if "," in line or '"' in line or "\r" in line:
+                    writer.writerow(line.split("\t"))
+                else:  # nothing to quote: tabs become commas (most rows, and much faster)
+                    handle.write(line.replace("\t", ",") + "\n")
 
     atomic_write_via(target, write)
     return target

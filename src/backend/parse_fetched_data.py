@@ -69,6 +69,11 @@ def _split(value: str) -> list[str]:
     return parts
 
 
+def _digits(text: str) -> bool:
+    """ASCII digits only: ``str.isdigit`` also takes ``²`` and other scripts' digits."""
+    return text.isascii() and text.isdigit()
+
+
 def choose_files(ftp: str, md5: str, sizes: str) -> Decision:
     """The files a worker fetches, each with its own MD5 and size.
 
@@ -80,7 +85,7 @@ def choose_files(ftp: str, md5: str, sizes: str) -> Decision:
         return Decision(None, Exclusion.NO_FILES, "ENA lists no FASTQ files")
     if len(md5s) != len(paths) or not all(MD5.match(m) for m in md5s):
         return Decision(None, Exclusion.NO_MD5, f"{len(paths)} files but MD5s {md5!r}")
-    if len(byte_counts) != len(paths) or not all(b.isdigit() for b in byte_counts):
+    if len(byte_counts) != len(paths) or not all(_digits(b) for b in byte_counts):
         return Decision(None, Exclusion.NO_FILES, f"sizes {sizes!r} do not match the files")
     picked: range | list[int] = range(len(paths))
     if len(paths) > 2:
@@ -101,25 +106,35 @@ def check_path(path: str, hosts: tuple[str, ...]) -> Decision | None:
     return None
 
 
+_AT = {name: FIELDS.index(name) for name in FIELDS}
+_RULES = (
+    (_AT["instrument_platform"], "select_platforms", Exclusion.PLATFORM),
+    (_AT["library_strategy"], "select_strategies", Exclusion.STRATEGY),
+    (_AT["library_source"], "select_sources", Exclusion.SOURCE),
+    (_AT["library_layout"], "select_layouts", Exclusion.LAYOUT),
+)
+
+
 def decide(row: Mapping[str, str], settings: Settings) -> Decision:
     """Apply every rule to one metadata row, in a fixed order; the first failing rule wins."""
-    accession = row.get("run_accession", "")
+    return decide_values([row.get(name) or "" for name in FIELDS], settings)
+
+
+def decide_values(values: Sequence[str], settings: Settings) -> Decision:
+    """:func:`decide` on a row's values in FIELDS order (as stored: no dict per run)."""
+    accession = values[_AT["run_accession"]]
     if not ACCESSION.match(accession):
         return Decision(None, Exclusion.BAD_ACCESSION, f"{accession!r} is not an ERR/SRR/DRR run")
-    for column, wanted, code in (
-        ("instrument_platform", settings.select_platforms, Exclusion.PLATFORM),
-        ("library_strategy", settings.select_strategies, Exclusion.STRATEGY),
-        ("library_source", settings.select_sources, Exclusion.SOURCE),
-        ("library_layout", settings.select_layouts, Exclusion.LAYOUT),
-    ):
-        value = (row.get(column) or "").upper()
+    for at, setting, code in _RULES:
+        wanted = getattr(settings, setting)
+        value = values[at].upper()
         if value not in wanted:
             return Decision(None, code, f"{value or 'empty'} is not {' or '.join(wanted)}")
-    bases = row.get("base_count") or "0"
-    if settings.min_bases and (not bases.isdigit() or int(bases) < settings.min_bases):
+    bases = values[_AT["base_count"]] or "0"
+    if settings.min_bases and (not _digits(bases) or int(bases) < settings.min_bases):
         return Decision(None, Exclusion.MIN_BASES, f"{bases} bases < {settings.min_bases}")
-    decision = choose_files(row.get("fastq_ftp", ""), row.get("fastq_md5", ""),
-                            row.get("fastq_bytes", ""))
+    decision = choose_files(values[_AT["fastq_ftp"]], values[_AT["fastq_md5"]],
+                            values[_AT["fastq_bytes"]])
     if decision.files is None:
         return decision
     for path in decision.files.paths:
@@ -231,7 +246,9 @@ def _decided(accession: str, line: str, listed: int,
     if not listed:
         decision = Decision(None, Exclusion.WITHDRAWN, "ENA no longer lists this run")
     else:
-        decision = decide(dict(zip(FIELDS, line.split("\t"), strict=False)), settings)
+        values = line.split("\t")
+        decision = decide_values(values if len(values) == len(FIELDS) else
+                                 (values + [""] * len(FIELDS))[:len(FIELDS)], settings)
     if decision.exclusion is Exclusion.BAD_ACCESSION or not ACCESSION.match(accession):
         accession = re.sub(r"[^\w.-]", "?", accession, flags=re.ASCII)[:40] or "?"
     return accession, decision

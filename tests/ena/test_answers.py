@@ -176,3 +176,13 @@ def test_the_accession_check_is_ascii_and_whole():
     for accession in ("ERR1234567\n", "ERR١٢٣٤٥٦٧", "ERR1234567\u0660"):
         assert decide(row | {"run_accession": accession}, settings).exclusion.value == \
             "bad_accession", repr(accession)
+
+
+def test_sizes_and_base_counts_in_other_digits_are_refused_not_a_crash():
+    settings = load_settings({"MICROFETCH_MIN_BASES": "10"})
+    row = {"run_accession": "ERR1234567", "instrument_platform": "ILLUMINA",
+           "library_strategy": "WGS", "library_source": "GENOMIC", "library_layout": "PAIRED",
+           "base_count": "100", "fastq_ftp": f"{REAL_HOST}/vol1/ERR1_1.fastq.gz",
+           "fastq_md5": "a" * 32, "fastq_bytes": "10"}
+    assert decide(row | {"fastq_bytes": "1²"}, settings).exclusion.value == "no_files"
+    assert decide(row | {"base_count": "١٠٠"}, settings).exclusion.value == "min_bases"
