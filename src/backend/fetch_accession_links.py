@@ -130,8 +130,8 @@ def check_taxon(settings: Settings, registry: Registry, taxon_id: int, now: date
     download = metadata_path(settings.data_dir, taxon_id).with_name(f".{taxon_id}.download.tsv")
     download.parent.mkdir(parents=True, exist_ok=True)
     try:
-        fetch_answer(client, settings, result, download, taxon_id, progress)
-        merge_answer(db, taxon_id, download, result, full, progress)
+        rows = fetch_answer(client, settings, result, download, taxon_id, progress)
+        merge_answer(db, taxon_id, download, result, full, progress, rows)
         if due(db, f"ena_no_files:{taxon_id}", now, settings.ena_no_files_recheck_days):
             recheck_no_files(client, settings, db, taxon_id, download, result)
             db.set_meta(f"ena_no_files:{taxon_id}", format_time(now))
@@ -279,7 +279,7 @@ def answer_batches(path: Path, taxon_id: int, skip: set[int],
 
 
 def merge_answer(db: Database, taxon_id: int, path: Path, result: CheckResult, full: bool,
-                 progress: bool | None = None) -> None:
+                 progress: bool | None = None, rows: int | None = None) -> None:
     """Write the answer's new and changed rows, a batch per transaction; after a full answer
     mark stored runs it lacks as not listed. Counts into ``result``."""
     if path.stat().st_size == 0:
@@ -296,18 +296,18 @@ def merge_answer(db: Database, taxon_id: int, path: Path, result: CheckResult, f
     if diff:
         con.execute("CREATE TEMP TABLE IF NOT EXISTS ena_listed (accession TEXT PRIMARY KEY)")
         con.execute("DELETE FROM temp.ena_listed")
-    bar = Progress(_show(progress), None, "merging")
+    bar = Progress(_show(progress), rows, "merging")
     try:
         for accessions, updated, lines in answer_batches(path, taxon_id, skip):
             result.seen += len(accessions)
             stored = {} if first else _stored(db, taxon_id, accessions)
-            rows = [(taxon_id, a, u, line, gen)
-                    for a, u, line in zip(accessions, updated, lines, strict=True)
-                    if stored.get(a) != (line, 1)]
-            result.new += sum(1 for row in rows if row[1] not in stored)
-            result.changed += sum(1 for row in rows if row[1] in stored)
+            fresh = [(taxon_id, a, u, line, gen)
+                     for a, u, line in zip(accessions, updated, lines, strict=True)
+                     if stored.get(a) != (line, 1)]
+            result.new += sum(1 for row in fresh if row[1] not in stored)
+            result.changed += sum(1 for row in fresh if row[1] in stored)
             with db.write() as write:
-                write.executemany(_UPSERT, rows)
+                write.executemany(_UPSERT, fresh)
                 if diff:
                     write.executemany("INSERT OR IGNORE INTO temp.ena_listed VALUES (?)",
                                       ((a,) for a in accessions))
