@@ -14,7 +14,8 @@ from backend.timeutil import utc_now
 
 def cmd_fetch(args: argparse.Namespace, settings: Settings) -> int:
     """Check ENA and filter one taxon; prints what was seen and selected."""
-    from backend.fetch_accession_links import check_taxon, refresh_metadata_export
+    from backend.ena_metadata import refresh_metadata_export
+    from backend.fetch_accession_links import check_taxon
     from backend.parse_fetched_data import filter_taxon
 
     registry = Registry.from_settings(settings)

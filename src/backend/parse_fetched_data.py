@@ -20,7 +20,7 @@ from datetime import datetime
 from backend.accessions import BATCH, AccessionList, Exclusion, Run, RunStatus
 from backend.collect import settle_taxon
 from backend.ena import FIELDS, Progress
-from backend.fetch_accession_links import metadata_db, metadata_lines
+from backend.ena_metadata import metadata_db, metadata_lines
 from backend.logs import taxon_log
 from backend.registry import Registry
 from backend.settings import Settings

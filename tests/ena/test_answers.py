@@ -13,8 +13,8 @@ import json
 import pytest
 
 from backend.accessions import AccessionList, RunStatus
+from backend.ena_metadata import metadata_db
 from backend.ena_standin import REAL_HOST
-from backend.fetch_accession_links import metadata_db
 from backend.parse_fetched_data import decide
 from backend.settings import load_settings
 

@@ -7,7 +7,7 @@ import csv
 from datetime import UTC, datetime
 
 from backend.accessions import AccessionList, RunStatus
-from backend.fetch_accession_links import metadata_db
+from backend.ena_metadata import metadata_db
 from backend.settings import load_settings
 
 FIRST, SECOND, THIRD = "ERR9000001", "ERR9000002", "ERR9000003"
