@@ -113,19 +113,24 @@ def _arrow_error(exc: Exception, taxon_id: int) -> EnaError:
                     "at the taxon's next turn", taxon=taxon_id)
 
 
-def duplicate_rows(path: Path, taxon_id: int, result: Tally) -> set[int]:
+def duplicate_rows(path: Path, taxon_id: int, result: Tally) -> set[int] | None:
     """Row numbers to skip: of runs listed more than once, all but the latest
-    ``last_updated`` (the later row on a tie). Reads two columns only."""
+    ``last_updated`` (the later row on a tie); None for an answer without rows. Reads two
+    columns only."""
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.csv as pacsv
 
+    if path.stat().st_size == 0:
+        return None
     try:
-        table = pa.Table.from_batches(pacsv.open_csv(
-            path, **_csv_options(_header(path), ("run_accession", "last_updated"))))
+        table = pacsv.open_csv(path, **_csv_options(_header(path), (
+            "run_accession", "last_updated"))).read_all()
     except pa.ArrowInvalid as exc:
         raise _arrow_error(exc, taxon_id) from None
     accessions = table["run_accession"]
+    if not len(accessions):
+        return None
     if pc.count_distinct(accessions).as_py() == len(accessions):
         return set()
     counts = pc.value_counts(accessions)
@@ -182,12 +187,12 @@ def merge_answer(db: Database, taxon_id: int, path: Path, result: Tally, full: b
                  progress: bool | None = None, rows: int | None = None) -> None:
     """Write the answer's new and changed rows, a batch per transaction; after a full answer
     mark stored runs it lacks as not listed. Counts into ``result``."""
-    if path.stat().st_size == 0:
+    skip = duplicate_rows(path, taxon_id, result)
+    if skip is None:
         if full and stored_rows(db, taxon_id):
             # A whole taxon vanishing is far likelier an ENA fault than a mass withdrawal.
             result.warnings.append("ENA's full answer was empty; no run was marked withdrawn")
         return
-    skip = duplicate_rows(path, taxon_id, result)
     gen = db.query("SELECT coalesce(max(gen), 0) + 1 FROM ena_metadata WHERE taxon = ?",
                    (taxon_id,))[0][0]
     first = not db.query("SELECT 1 FROM ena_metadata WHERE taxon = ? LIMIT 1", (taxon_id,))

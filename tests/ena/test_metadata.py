@@ -30,10 +30,12 @@ def test_a_full_answer_marks_missing_runs_but_an_empty_one_withdraws_nothing(tmp
     merge_answer(db, 562, answer(tmp_path / "a.tsv", ("ERR1000001", "2026-01-01"),
                                  ("ERR1000002", "2026-01-01")), Tally(), full=True)
 
-    empty = Tally()
-    merge_answer(db, 562, answer(tmp_path / "b.tsv"), empty, full=True)
-    assert listed(db) == {"ERR1000001": 1, "ERR1000002": 1}
-    assert "no run was marked withdrawn" in empty.warnings[0]
+    for body in ("", "\t".join(FIELDS) + "\n"):  # no body, or a header alone
+        (tmp_path / "b.tsv").write_text(body)
+        empty = Tally()
+        merge_answer(db, 562, tmp_path / "b.tsv", empty, full=True)
+        assert listed(db) == {"ERR1000001": 1, "ERR1000002": 1}
+        assert "no run was marked withdrawn" in empty.warnings[0]
 
     tally = Tally()
     merge_answer(db, 562, answer(tmp_path / "c.tsv", ("ERR1000002", "2026-01-01")), tally,
