@@ -132,8 +132,9 @@ def previous_package(folder: Path, before: str) -> Path:
     return folder
 
 
-def measure(code: str, env: dict[str, str], *args: str) -> tuple[float, float, dict]:
-    """Wall seconds, peak RSS in MB and the printed result of a child process."""
+def measure(name: str, code: str, env: dict[str, str], *args: str) -> tuple[float, float, dict]:
+    """Wall seconds, peak RSS in MB and the printed result of a child process (also printed
+    at once: a long run shows what it has so far)."""
     started = time.perf_counter()
     out = subprocess.run([sys.executable, "-c", code, json.dumps(env), *args],
                          capture_output=True, text=True,
@@ -142,7 +143,9 @@ def measure(code: str, env: dict[str, str], *args: str) -> tuple[float, float, d
     if out.returncode:
         raise SystemExit(f"{args[1] if len(args) > 1 else 'baseline'} failed:\n{out.stderr}")
     result = json.loads(out.stdout.strip().splitlines()[-1])
-    return wall, result.pop("hwm"), result
+    peak = result.pop("hwm")
+    print(line(name, wall, peak, result), flush=True)
+    return wall, peak, result
 
 
 def warm(ena: EnaStandIn, query: str) -> None:
@@ -188,22 +191,21 @@ def main() -> None:
             warm(ena, f"tax_tree({TAXON})")
             contenders = ["microfetch"] + ([] if args.skip_previous else ["previous"])
             old = str(previous_package(folder, args.before)) if not args.skip_previous else ""
+            print(f"rows: {args.rows}", flush=True)
             for name in contenders:
-                results[f"{name}: first check"] = measure(STAGES, env | dirs[name], work, name,
-                                                          old)
+                key = f"{name}: first check"
+                results[key] = measure(key, STAGES, env | dirs[name], work, name, old)
             if not args.skip_baseline:
-                results["baseline: first check"] = measure(BASELINE, env, work)
+                key = "baseline: first check"
+                results[key] = measure(key, BASELINE, env, work)
             query = change_one_percent(data)
             ena.cache.clear()
             warm(ena, query)
             for name in contenders:
-                results[f"{name}: 1% changed"] = measure(STAGES, env | dirs[name], work, name,
-                                                         old)
+                key = f"{name}: 1% changed"
+                results[key] = measure(key, STAGES, env | dirs[name], work, name, old)
     finally:
         ena.stop()
-    print(f"rows: {args.rows}")
-    for name, (wall, peak, result) in results.items():
-        print(line(name, wall, peak, result))
     mine = results["microfetch: first check"]
     for other in ("previous: first check", "baseline: first check"):
         if other in results:

@@ -270,8 +270,7 @@ def export_metadata(settings: Settings, taxon_id: int) -> Path:
 
 def refresh_metadata_export(settings: Settings, taxon_id: int, *, force: bool = False,
                             clock: Callable[[], float] = time.time) -> bool:
-    """Export when forced or when the last export is older than MICROFETCH_EXPORT_SECONDS:
-    a 1% change of a large taxon does not rewrite the whole file on every check."""
+    """Export when forced or when the last export is older than MICROFETCH_EXPORT_SECONDS."""
     db = metadata_db(settings)
     key = f"ena_exported:{taxon_id}"
     if not force and clock() - float(db.meta(key) or 0) < settings.export_seconds:

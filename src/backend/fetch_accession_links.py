@@ -104,7 +104,7 @@ def check_taxon(settings: Settings, registry: Registry, taxon_id: int, now: date
     if full:
         db.set_meta(f"ena_full:{taxon_id}", format_time(now))
     result.total = stored_rows(db, taxon_id)
-    if result.new or result.changed or result.withdrawn:
+    if full:  # an incremental check must not rewrite the whole export (`fetch` always does)
         refresh_metadata_export(settings, taxon_id)
     clear_failures(settings, taxon_id)
     registry.update(taxon_id, ACTOR, last_checked=now, stage=Stage.FILTER,

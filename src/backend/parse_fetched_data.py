@@ -257,13 +257,13 @@ def _decided(accession: str, line: str, listed: int,
 def _count(result: FilterResult, accessions: AccessionList) -> None:
     counts = accessions.counts()
     result.selected = sum(counts[c]["runs"] for c in ("pending", "assigned", "fetched"))
+    result.withdrawn = counts["withdrawn"]["runs"]  # apart: ENA dropped them, no rule did
+    # Through the category index: only excluded runs are read, not every run of the taxon.
     for code, count in accessions.db.query(
             "SELECT substr(exclusion_reason, 1, instr(exclusion_reason, ':') - 1), count(*) "
-            "FROM runs WHERE taxon = ? AND is_excluded = 1 GROUP BY 1", (accessions.taxon_id,)):
-        if code == Exclusion.WITHDRAWN:
-            result.withdrawn += count  # counted apart: ENA dropped them, no rule did
-        else:
-            result.excluded[code] += count
+            "FROM runs WHERE taxon = ? AND category IN ('excluded', 'failed') "
+            "AND is_excluded = 1 GROUP BY 1", (accessions.taxon_id,)):
+        result.excluded[code] += count
 
 
 def _apply(run: Run, decision: Decision) -> int:
