@@ -177,8 +177,10 @@ def filter_taxon(settings: Settings, registry: Registry, taxon_id: int, now: dat
     accessions = AccessionList.of(settings, taxon_id)
     db = metadata_db(settings)
     after = filtered_mark(db, taxon_id, settings)
-    others = bool(db.query("SELECT 1 FROM runs WHERE taxon != ? AND is_excluded = 0 LIMIT 1",
-                           (taxon_id,)))
+    # From the per-category counts, not the runs: scanning a million runs to learn that no
+    # other taxon wants any would cost what is stored.
+    others = bool(db.query("SELECT 1 FROM run_counts WHERE taxon != ? AND runs > 0 AND category "
+                           "IN ('pending', 'assigned', 'fetched', 'failed') LIMIT 1", (taxon_id,)))
     fresh = not accessions.exists()
     result = FilterResult()
     todo = db.query("SELECT count(*), max(gen) FROM ena_metadata WHERE taxon = ? AND gen > ?",
