@@ -81,8 +81,9 @@ def check_taxon(settings: Settings, registry: Registry, taxon_id: int, now: date
     row = registry.get(taxon_id)
     log = taxon_log(taxon_id)
     db = metadata_db(settings)
-    full = not stored_rows(db, taxon_id) or due(db, f"ena_full:{taxon_id}", now,
-                                                settings.ena_full_check_days)
+    empty = not db.query("SELECT 1 FROM ena_metadata WHERE taxon = ? AND listed = 1 LIMIT 1",
+                         (taxon_id,))
+    full = empty or due(db, f"ena_full:{taxon_id}", now, settings.ena_full_check_days)
     since = None if full else since_date(row.last_checked)
     result = CheckResult(query=build_query(taxon_id, settings.ena_tax_match, since))
     registry.update(taxon_id, ACTOR, last_run_status=Status.IN_PROGRESS, stage=Stage.CHECK)
