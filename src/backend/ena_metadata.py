@@ -28,8 +28,9 @@ LOOKUP = 500
 #: Bytes of the answer pyarrow parses per batch (about 2,500 runs). Larger blocks, or
 #: pyarrow's reading threads, hold several times the memory for little speed.
 BLOCK = 1 << 20
-#: Runs written per transaction while merging (each commit waits for the disk).
-MERGE_ROWS = 50_000
+#: Runs written per transaction while merging: each commit waits for the disk, and each run
+#: held costs about 1 kB of Python strings.
+MERGE_ROWS = 20_000
 #: Duplicates named one by one in the log; the rest are counted.
 NAMED_DUPLICATES = 5
 
@@ -128,6 +129,7 @@ def duplicate_rows(path: Path, taxon_id: int, result: Tally) -> set[int] | None:
             "run_accession", "last_updated"))).read_all()
     except pa.ArrowInvalid as exc:
         raise _arrow_error(exc, taxon_id) from None
+    pa.default_memory_pool().release_unused()  # the parse buffers, before the second pass
     accessions = table["run_accession"]
     if not len(accessions):
         return None
