@@ -1,15 +1,20 @@
 #!/usr/bin/env python3
-"""Fetch + merge + filter of a large read_run answer: microfetch against a naive baseline.
+"""Check + filter of a large read_run answer: microfetch, the code before it, a naive baseline.
 
 Generates an N-row read_run TSV (default 1,000,000), serves it from 127.0.0.1 with the ENA
-stand-in, then runs in separate child processes (so peak RSS is each one's own):
+stand-in (each answer rendered once, before any timing), then runs each contender in its own
+child process, so that peak RSS (VmHWM) is each one's own:
 
-- microfetch: `check_taxon` (streamed to a file, count-checked, merged) and `filter_taxon`;
-- baseline: the whole body read into memory, `pandas.read_csv`, written out, and the same
-  selection rules applied row by row.
+- microfetch: `check_taxon` (count, stream to a file, verify, merge in columnar batches into
+  the `ena_metadata` table) and `filter_taxon` (decide what changed, write runs in batches);
+- previous: the same two stages as of `--before` (default: the commit this work started from),
+  taken out of git into a temporary package;
+- baseline: the whole body read into memory, `pandas.read_csv`, written out, and the selection
+  rules applied row by row (first check only).
 
-Prints wall time and peak RSS of both and their ratios.
-Usage: python benchmarks/bench_ena_fetch.py [--rows N]
+Then 1% of the runs change at ENA (`last_updated` bumped) and microfetch and the previous code
+check again incrementally: the cost of a recheck. Prints time and peak RSS side by side.
+Usage: python benchmarks/bench_ena_fetch.py [--rows N] [--skip-previous] [--skip-baseline]
 """
 
 from __future__ import annotations
@@ -23,12 +28,18 @@ import tempfile
 import time
 from pathlib import Path
 
+import requests
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from backend.ena_standin import REAL_HOST, EnaData, EnaStandIn  # noqa: E402
+from backend.ena import FIELDS  # noqa: E402
+from backend.ena_standin import PORTAL, REAL_HOST, EnaData, EnaStandIn  # noqa: E402
 
 TAXON = 562
+#: The commit before issue 17: the code the new check is measured against.
+BEFORE = "bb2a040ad6e63a366828549e79954f3a2bb436a0"
+OLD_MODULES = ("ena", "fetch_accession_links", "parse_fetched_data")
 
 
 def synthetic_rows(count: int) -> list[dict[str, str]]:
@@ -61,22 +72,34 @@ def hwm():
             return int(line.split()[1]) / 1024
 """
 
-MICROFETCH = PEAK + """
+STAGES = PEAK + """
 import sys, json, time
 from datetime import datetime, UTC
 from backend.settings import load_settings
 from backend.registry import Registry, Taxon
-from backend.fetch_accession_links import check_taxon
-from backend.parse_fetched_data import filter_taxon
 settings = load_settings(json.loads(sys.argv[1]))
+if sys.argv[3] == "previous":
+    sys.path.insert(0, sys.argv[4])
+    from previous.fetch_accession_links import check_taxon
+    from previous.parse_fetched_data import filter_taxon
+else:
+    from backend.fetch_accession_links import check_taxon
+    from backend.parse_fetched_data import filter_taxon
 registry = Registry.from_settings(settings)
 registry.ensure_ready()
-with registry.transaction() as table:
-    table[562] = Taxon(562)
+if 562 not in {row.taxonomy_id for row in registry.load()}:
+    with registry.transaction() as table:
+        table[562] = Taxon(562)
 now = datetime.now(UTC)
+started = time.perf_counter()
 check = check_taxon(settings, registry, 562, now, progress=False)
+checked = time.perf_counter()
+after_check = hwm()
 result = filter_taxon(settings, registry, 562, now)
-print(json.dumps({"rows": check.total, "selected": result.selected, "hwm": hwm()}))
+print(json.dumps({"rows": check.total, "changed": check.new + check.changed,
+                  "selected": result.selected, "check s": round(checked - started, 1),
+                  "filter s": round(time.perf_counter() - checked, 1),
+                  "check MB": round(after_check), "hwm": hwm()}))
 """
 
 BASELINE = PEAK + """
@@ -95,37 +118,104 @@ print(json.dumps({"rows": len(frame), "selected": selected, "hwm": hwm()}))
 """
 
 
-def measure(code: str, env: dict[str, str], workdir: str) -> tuple[float, float, dict]:
-    """Wall seconds, peak RSS in MB and the printed result of a child process."""
+def previous_package(folder: Path, before: str) -> Path:
+    """The check and filter modules as of ``before``, importable as ``previous.*``."""
+    package = folder / "previous"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    for name in OLD_MODULES:
+        text = subprocess.run(["git", "-C", str(ROOT), "show", f"{before}:src/backend/{name}.py"],
+                              capture_output=True, text=True, check=True).stdout
+        for other in OLD_MODULES:
+            text = text.replace(f"from backend.{other} import", f"from previous.{other} import")
+        (package / f"{name}.py").write_text(text)
+    return folder
+
+
+def measure(name: str, code: str, env: dict[str, str], *args: str) -> tuple[float, float, dict]:
+    """Wall seconds, peak RSS in MB and the printed result of a child process (also printed
+    at once: a long run shows what it has so far)."""
     started = time.perf_counter()
-    out = subprocess.run([sys.executable, "-c", code, json.dumps(env), workdir],
-                         capture_output=True, text=True, check=True,
+    out = subprocess.run([sys.executable, "-c", code, json.dumps(env), *args],
+                         capture_output=True, text=True,
                          env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
     wall = time.perf_counter() - started
+    if out.returncode:
+        raise SystemExit(f"{args[1] if len(args) > 1 else 'baseline'} failed:\n{out.stderr}")
     result = json.loads(out.stdout.strip().splitlines()[-1])
-    return wall, result.pop("hwm"), result
+    peak = result.pop("hwm")
+    print(line(name, wall, peak, result), flush=True)
+    return wall, peak, result
+
+
+def warm(ena: EnaStandIn, query: str) -> None:
+    """Render the answer once, outside any timing (the stand-in is not what is measured)."""
+    response = requests.post(ena.base + PORTAL + "/search", data={
+        "result": "read_run", "query": query, "fields": ",".join(FIELDS), "format": "tsv",
+        "limit": "0"}, timeout=600)
+    response.raise_for_status()
+
+
+def change_one_percent(data: EnaData) -> str:
+    """Bump 1% of the runs at ENA; returns the incremental query a recheck will send."""
+    rows = data.rows[TAXON]
+    for row in rows[:: 100]:
+        row["base_count"], row["last_updated"] = "300000001", "2099-01-01"
+    since = time.strftime("%Y-%m-%d", time.gmtime(time.time() - 86400))
+    return f"tax_tree({TAXON}) AND last_updated>={since}"
+
+
+def line(name: str, wall: float, peak: float, result: dict) -> str:
+    return f"{name:<28} {wall:8.1f} s  peak RSS {peak:7.0f} MB  {result}"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--before", default=BEFORE, help="git revision of the previous code")
+    parser.add_argument("--skip-previous", action="store_true")
+    parser.add_argument("--skip-baseline", action="store_true")
     args = parser.parse_args()
     data = EnaData()
     data.rows[TAXON] = synthetic_rows(args.rows)
     ena = EnaStandIn(data).start()
+    ena.cache = {}
+    results: dict[str, tuple[float, float, dict]] = {}
     try:
-        with tempfile.TemporaryDirectory() as ours, tempfile.TemporaryDirectory() as theirs:
+        with tempfile.TemporaryDirectory() as work:
+            folder = Path(work)
             env = ena.settings_env() | {"MICROFETCH_ENA_TIMEOUT": "600"}
-            mine = measure(MICROFETCH, env | {"MICROFETCH_CSV": f"{ours}/m.csv",
-                                              "MICROFETCH_DATA_DIR": f"{ours}/data"}, ours)
-            base = measure(BASELINE, env, theirs)
+            dirs = {name: {"MICROFETCH_CSV": f"{work}/{name}.csv",
+                           "MICROFETCH_DATA_DIR": f"{work}/{name}"}
+                    for name in ("microfetch", "previous")}
+            warm(ena, f"tax_tree({TAXON})")
+            contenders = ["microfetch"] + ([] if args.skip_previous else ["previous"])
+            old = str(previous_package(folder, args.before)) if not args.skip_previous else ""
+            print(f"rows: {args.rows}", flush=True)
+            for name in contenders:
+                key = f"{name}: first check"
+                results[key] = measure(key, STAGES, env | dirs[name], work, name, old)
+            if not args.skip_baseline:
+                key = "baseline: first check"
+                results[key] = measure(key, BASELINE, env, work)
+            query = change_one_percent(data)
+            ena.cache.clear()
+            warm(ena, query)
+            for name in contenders:
+                key = f"{name}: 1% changed"
+                results[key] = measure(key, STAGES, env | dirs[name], work, name, old)
     finally:
         ena.stop()
-    print(f"rows: {args.rows}")
-    print(f"microfetch: {mine[0]:7.1f} s  peak RSS {mine[1]:7.0f} MB  {mine[2]}")
-    print(f"baseline:   {base[0]:7.1f} s  peak RSS {base[1]:7.0f} MB  {base[2]}")
-    print(f"ratio (microfetch / baseline): time {mine[0] / base[0]:.2f}, "
-          f"peak RSS {mine[1] / base[1]:.2f}")
+    mine = results["microfetch: first check"]
+    for other in ("previous: first check", "baseline: first check"):
+        if other in results:
+            theirs = results[other]
+            print(f"ratio microfetch / {other.split(':')[0]} (first check): time "
+                  f"{mine[0] / theirs[0]:.2f}, peak RSS {mine[1] / theirs[1]:.2f}")
+    if "previous: 1% changed" in results:
+        mine, theirs = results["microfetch: 1% changed"], results["previous: 1% changed"]
+        print(f"ratio microfetch / previous (1% changed): time {mine[0] / theirs[0]:.2f}, "
+              f"peak RSS {mine[1] / theirs[1]:.2f}")
 
 
 if __name__ == "__main__":

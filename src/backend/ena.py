@@ -4,14 +4,16 @@ bounded retries honouring Retry-After, and errors turned into :class:`EnaError`.
 
 from __future__ import annotations
 
+import codecs
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import requests
+import urllib3
 
 from backend import __version__
 from backend.add_taxa import UnknownToEna
@@ -27,6 +29,10 @@ FIELDS = (
 USER_AGENT = f"microfetch/{__version__} (+https://github.com/microfetch/microfetch)"
 RETRY_STATUSES = {429, 500, 502, 503, 504}
 MAX_RETRY_AFTER = 120.0
+#: Bytes asked for per read of an answer.
+CHUNK = 1 << 20
+#: A header line longer than this is not ENA's.
+MAX_HEADER = 1 << 16
 
 
 class EnaError(OperationError):
@@ -58,8 +64,10 @@ class RateLimit:
 
 class EnaClient:
     def __init__(self, settings: Settings, session: requests.Session | None = None,
-                 sleep: Callable[[float], None] = time.sleep, backoff: float = 1.0) -> None:
+                 sleep: Callable[[float], None] = time.sleep, backoff: float = 1.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.settings = settings
+        self.clock = clock
         self.session = session or requests.Session()
         self.session.headers["User-Agent"] = USER_AGENT
         self.sleep, self.backoff = sleep, backoff
@@ -118,19 +126,27 @@ class EnaClient:
         return int(lines[1])
 
     def search_to_file(self, query: str, fields: Sequence[str], dest: Path,
-                       taxon: int | None = None, progress: bool | None = None) -> int:
-        """Stream the read_run TSV for ``query`` into ``dest``; returns its data rows."""
+                       taxon: int | None = None, progress: bool | None = None,
+                       expected: int | None = None) -> int:
+        """Stream the read_run TSV for ``query`` into ``dest``; returns its data rows.
+
+        ``expected`` (ENA's count) sizes the progress bar and the answer's overall deadline:
+        the per-read timeout alone never ends an answer that dribbles a byte at a time.
+        """
         url = f"{self.settings.ena_portal_url}/search"
         data = {"result": "read_run", "query": query, "fields": ",".join(fields),
                 "format": "tsv", "limit": "0"}
+        budget = self.settings.ena_timeout + (expected or 0) / self.settings.ena_min_rows_per_second
+        show = sys.stdout.isatty() if progress is None else progress
         for attempt in range(self.settings.ena_retries + 1):
             response = self._call("POST", url, taxon, data=data, stream=True)
             try:
                 self._refuse(response, taxon)
-                return _stream_tsv(response, fields, dest, taxon,
-                                   sys.stderr.isatty() if progress is None else progress)
+                answer = Answer(fields, query, taxon, response.url)
+                return answer.save(response, dest, self.clock() + budget, self.clock,
+                                   Progress(show, expected))
             except (requests.ConnectionError, requests.Timeout,
-                    requests.exceptions.ChunkedEncodingError) as exc:
+                    requests.exceptions.ChunkedEncodingError, urllib3.exceptions.HTTPError) as exc:
                 if attempt == self.settings.ena_retries:
                     raise EnaError(f"ENA's answer to {query!r} broke off ({exc}); it is "
                                    "tried again at the taxon's next turn", taxon=taxon,
@@ -157,48 +173,103 @@ class EnaClient:
         return str(record.get("scientificName", "")) if isinstance(record, dict) else ""
 
 
-def _stream_tsv(response: requests.Response, fields: Sequence[str], dest: Path,
-                taxon: int | None, progress: bool) -> int:
-    """Write the body to ``dest`` chunk by chunk, checking its header; returns data rows."""
-    if response.status_code == 204:
-        dest.write_text("")
-        return 0
-    rows = received = 0
-    header_checked = False
-    with open(dest, "wb") as handle:
-        for chunk in response.iter_content(chunk_size=1 << 20):
-            if not header_checked:
-                _check_header(chunk, fields, response.url, taxon)
-                header_checked = True
-            handle.write(chunk)
-            rows += chunk.count(b"\n")
-            received += len(chunk)
-            if progress:
-                print(f"\r  {rows} rows, {received / 1e6:.1f} MB", end="", file=sys.stderr)
-    if progress and received:
-        print(file=sys.stderr)
-    if received and not _ends_with_newline(dest):
-        raise EnaError(f"ENA's answer from {response.url} ends mid-row: it was cut short; it "
-                       "is tried again at the taxon's next turn", taxon=taxon, url=response.url)
-    return max(rows - 1, 0)  # the header row is not a run
+class Progress:
+    """A bar of runs against a known total, with rate and ETA (tqdm, on stderr), shown only
+    when asked to (the CLI asks when stdout is a terminal)."""
+
+    def __init__(self, show: bool, total: int | None, what: str = "receiving from ENA") -> None:
+        self.bar: Any = None
+        if show:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, unit=" runs", unit_scale=True, mininterval=0.5,
+                            desc=what, file=sys.stderr, leave=False, dynamic_ncols=True)
+
+    def update(self, rows: int) -> None:
+        if self.bar is not None:
+            self.bar.update(rows)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
-def _check_header(chunk: bytes, fields: Sequence[str], url: str, taxon: int | None) -> None:
-    text = chunk.lstrip()[:1000].decode("utf-8", "replace")
-    if text.startswith("<"):
-        raise EnaError(f"ENA answered {url} with an HTML page, not TSV; it is tried again at "
-                       "the taxon's next turn", taxon=taxon, url=url)
-    header = text.split("\n", 1)[0].rstrip("\r").split("\t")
-    missing = [f for f in fields if f not in header]
-    if missing:
-        raise EnaError(f"ENA's answer lacks the requested field(s) {', '.join(missing)}",
-                       taxon=taxon, url=url)
+class Answer:
+    """One search answer checked as it streams to disk: an HTML page, a header without the
+    requested fields, bytes that are not UTF-8, a last row cut short and an answer slower than
+    its deadline are each an :class:`EnaError`, never data."""
+
+    def __init__(self, fields: Sequence[str], query: str, taxon: int | None, url: str) -> None:
+        self.fields, self.query, self.taxon, self.url = fields, query, taxon, url
+        self.decoder = codecs.getincrementaldecoder("utf-8")("strict")
+        self.head = b""  # bytes until the header line is complete
+        self.received = 0
+
+    def save(self, response: requests.Response, dest: Path, deadline: float,
+             clock: Callable[[], float], progress: Progress) -> int:
+        """Write the body to ``dest``; returns its data rows."""
+        if response.status_code == 204:
+            dest.write_text("")
+            return 0
+        rows, last = 0, b"\n"
+        try:
+            with open(dest, "wb") as handle:
+                for chunk in _chunks(response):
+                    self._check(chunk)
+                    handle.write(chunk)
+                    lines = chunk.count(b"\n")
+                    rows, last = rows + lines, chunk[-1:]
+                    progress.update(lines)
+                    if clock() > deadline:
+                        raise self._error(f"took longer than its deadline ({self.received} "
+                                          "bytes so far, too slow for its size)")
+        finally:
+            progress.close()
+        try:
+            self.decoder.decode(b"", final=True)
+        except UnicodeDecodeError:
+            raise self._error("ends inside a UTF-8 character: it was cut short") from None
+        if self.received and last != b"\n":
+            raise self._error("ends mid-row: it was cut short")
+        return max(rows - 1, 0)  # the header row is not a run
+
+    def _check(self, chunk: bytes) -> None:
+        try:
+            self.decoder.decode(chunk)
+        except UnicodeDecodeError as exc:
+            raise self._error(f"is not UTF-8 (byte {self.received + exc.start}: "
+                              f"{chunk[exc.start:exc.start + 4]!r})") from None
+        if b"\n" not in self.head:
+            self.head += chunk[:MAX_HEADER]
+            if self.head.lstrip().startswith(b"<"):
+                raise EnaError(f"ENA answered {self.url} with an HTML page, not TSV; it is "
+                               "tried again at the taxon's next turn", taxon=self.taxon,
+                               url=self.url)
+            if b"\n" in self.head:
+                self._header_line()
+            elif len(self.head) > MAX_HEADER:
+                raise self._error(f"has no header line in its first {MAX_HEADER} bytes")
+        self.received += len(chunk)
+
+    def _header_line(self) -> None:
+        line = self.head.split(b"\n", 1)[0].decode("utf-8", "replace").rstrip("\r")
+        header = line.split("\t")
+        missing = [f for f in self.fields if f not in header]
+        if missing:
+            raise EnaError(f"ENA's answer lacks the requested field(s) {', '.join(missing)}",
+                           taxon=self.taxon, url=self.url)
+
+    def _error(self, what: str) -> EnaError:
+        return EnaError(f"ENA's answer to {self.query!r} {what}; it is tried again at the "
+                        "taxon's next turn", taxon=self.taxon, url=self.url)
 
 
-def _ends_with_newline(path: Path) -> bool:
-    with open(path, "rb") as handle:
-        handle.seek(-1, 2)
-        return handle.read(1) == b"\n"
+def _chunks(response: requests.Response) -> Iterator[bytes]:
+    """The body as it arrives: ``read1`` returns what one read gives, so a slow answer is seen
+    between reads (``iter_content`` would block until a whole megabyte had come)."""
+    raw = response.raw
+    while chunk := raw.read1(CHUNK, decode_content=True):
+        yield chunk
 
 
 def taxonomy_lookup(settings: Settings) -> Callable[[int], str]:

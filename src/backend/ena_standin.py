@@ -2,9 +2,13 @@
 
 It answers the query forms microfetch sends (``search`` and ``count`` for read_run with
 ``tax_tree(N)`` or ``tax_eq(N)``, optionally ``AND last_updated>=YYYY-MM-DD``), the taxonomy
-look-up, and the FASTQ files its metadata points to (with HTTP ``Range``). Faults can be queued
-per endpoint: ``429``, ``500``, ``html``, ``truncate`` (a body cut short) and ``drop`` (a
-connection dropped mid-file).
+look-up, and the FASTQ files its metadata points to (with HTTP ``Range``); also runs by
+accession (``run_accession=ERR1 OR run_accession=ERR2``). Answers are TSV without quoting, as
+ENA sends them. Faults can be queued per endpoint: ``429``, ``500``, ``html``, ``truncate`` (a
+body cut short), ``drop`` (a connection dropped mid-file); for ``search`` also ``utf8`` (a byte
+that is not UTF-8), ``split`` (the header line in two chunks, a moment apart), ``dribble`` (a
+byte at a time, a few a second) and ``ragged`` (a row with a field too few); for ``count``
+``drift`` (one more than there are).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import io
 import json
 import re
 import threading
+import time
 import urllib.parse
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
@@ -28,6 +33,9 @@ TAXONOMY = "/ena/taxonomy/rest"
 REAL_HOST = "ftp.sra.ebi.ac.uk"
 QUERY = re.compile(r"^tax_(?P<kind>tree|eq)\((?P<taxon>\d+)\)"
                    r"(?: AND last_updated>=(?P<since>\d{4}-\d\d-\d\d))?$")
+BY_ACCESSION = re.compile(r"^run_accession=\w+(?: OR run_accession=\w+)*$", re.ASCII)
+#: The most bytes a ``dribble`` answer sends, a little apart each.
+DRIBBLE_BYTES, DRIBBLE_GAP = 200, 0.25
 
 
 @dataclass
@@ -49,6 +57,10 @@ class EnaData:
         return found
 
     def matching(self, query: str) -> list[dict[str, str]] | None:
+        if BY_ACCESSION.match(query.strip()):
+            wanted = {term.split("=", 1)[1] for term in query.split(" OR ")}
+            return [row for rows in self.rows.values() for row in rows
+                    if row.get("run_accession") in wanted]
         match = QUERY.match(query.strip().strip('"'))
         if not match:
             return None
@@ -109,6 +121,9 @@ class EnaStandIn:
         self.rewrite_hosts = rewrite_hosts
         self.faults: dict[str, deque[str]] = defaultdict(deque)
         self.requests: list[dict[str, Any]] = []
+        #: Rendered search answers by (query, fields) when set: a benchmark renders a large
+        #: answer once instead of on every request (clear it after changing ``data``).
+        self.cache: dict[tuple[str, str], bytes] | None = None
         self._server: http.server.ThreadingHTTPServer | None = None
 
     @property
@@ -148,16 +163,26 @@ class EnaStandIn:
         queue = self.faults.get(endpoint)
         return queue.popleft() if queue else ""
 
+    def answer(self, params: dict[str, str], rows: list[dict[str, str]]) -> bytes:
+        fields = params.get("fields", "run_accession")
+        key = (params.get("query", ""), fields)
+        if self.cache is not None and key in self.cache:
+            return self.cache[key]
+        body = self.render(rows, fields.split(","))
+        if self.cache is not None:
+            self.cache[key] = body
+        return body
+
     def render(self, rows: list[dict[str, str]], fields: list[str]) -> bytes:
+        """TSV as ENA writes it: tab-joined, never quoted (a ``"`` is just a character)."""
         out = io.StringIO()
-        writer = csv.writer(out, delimiter="\t", lineterminator="\n")
-        writer.writerow(fields)
+        out.write("\t".join(fields) + "\n")
         here = f"127.0.0.1:{self.port}"
         for row in rows:
             values = [row.get(f, "") for f in fields]
             if self.rewrite_hosts:
                 values = [v.replace(REAL_HOST, here) for v in values]
-            writer.writerow(values)
+            out.write("\t".join(values) + "\n")
         return out.getvalue().encode()
 
 
@@ -218,7 +243,17 @@ def _handler(stand_in: EnaStandIn) -> type[http.server.BaseHTTPRequestHandler]:
             if not rows:
                 self._send(204, b"", "text/plain")
                 return
-            body = stand_in.render(rows, params.get("fields", "run_accession").split(","))
+            body = stand_in.answer(params, rows)
+            if fault == "utf8":
+                at = body.index(b"\n") + 5
+                body = body[:at] + b"\xff" + body[at + 1:]
+            elif fault == "ragged":
+                first = body.index(b"\n") + 1
+                row_end = body.index(b"\n", first)
+                body = body[:first] + body[first:row_end].rsplit(b"\t", 1)[0] + body[row_end:]
+            if fault in ("split", "dribble"):
+                self._chunked(body, 20 if fault == "split" else 1)
+                return
             if fault == "truncate":  # close-delimited, so the client cannot tell from headers
                 self.send_response(200)
                 self.send_header("Content-Type", "text/plain")
@@ -230,13 +265,34 @@ def _handler(stand_in: EnaStandIn) -> type[http.server.BaseHTTPRequestHandler]:
             self._send(200, body, "text/plain")
 
         def _count(self, params: dict[str, str]) -> None:
-            if self._common_fault("count") in ("429", "500", "html"):
+            fault = self._common_fault("count")
+            if fault in ("429", "500", "html"):
                 return
             rows = stand_in.data.matching(params.get("query", ""))
             if rows is None:
                 self._send(400, b"Invalid query", "text/plain")
                 return
-            self._send(200, f"count\n{len(rows)}\n".encode(), "text/plain")
+            count = len(rows) + (fault == "drift")
+            self._send(200, f"count\n{count}\n".encode(), "text/plain")
+
+        def _chunked(self, body: bytes, first: int) -> None:
+            """``split``: the first ``first`` bytes, a pause, the rest. ``dribble`` (first=1):
+            a byte per pause, at most DRIBBLE_BYTES, until the client hangs up."""
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            pieces = ([body[:first], body[first:]] if first > 1
+                      else [body[i:i + 1] for i in range(min(len(body), DRIBBLE_BYTES))])
+            try:
+                for piece in pieces:
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+                    self.wfile.flush()
+                    time.sleep(DRIBBLE_GAP if first == 1 else 0.2)
+                self.wfile.write(b"0\r\n\r\n")
+            except OSError:  # the client gave up: that is what a dribble is for
+                pass
+            self.close_connection = True
 
         def _taxonomy(self, taxon: str) -> None:
             if self._common_fault("taxonomy") in ("429", "500", "html"):

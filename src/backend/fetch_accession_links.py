@@ -1,38 +1,55 @@
-"""The `check` stage: a taxon's read_run metadata from ENA into ``ENA_metadata/<taxon>.csv``.
+"""The `check` stage: a taxon's read_run metadata from ENA into the ``ena_metadata`` table.
 
 After the first check only runs new or changed since ``last_checked`` are asked for (with a day
-of overlap: ENA dates have day resolution), and the answer is merged into the stored file: no
-duplicate runs, a changed run replaces its old row. The answer is streamed to a temporary file
-and verified against ENA's count before anything stored is touched, so on any error the stored
-metadata and accession list stay byte-for-byte as they were.
+of overlap: ENA dates have day resolution); every ``MICROFETCH_ENA_FULL_CHECK_DAYS`` a full
+check asks for all of them, and the runs ENA no longer lists are marked (the filter then calls
+them ``withdrawn``). Runs excluded as ``no_files`` are asked about again by accession every
+``MICROFETCH_ENA_NO_FILES_RECHECK_DAYS``, as ENA adds FASTQ files without bumping
+``last_updated``.
+
+An answer is counted, streamed to a temporary file and verified (header, UTF-8, complete last
+row, deadline, row count within the allowed drift of ENA's count, the same number of fields in
+every row) before anything stored is touched, so on any error stored metadata and runs stay as
+they were. :mod:`backend.ena_metadata` merges it.
 """
 
 from __future__ import annotations
 
-import csv
-import os
-from collections.abc import Iterator
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
 from backend.ena import FIELDS, EnaClient, EnaError
+from backend.ena_metadata import (
+    Tally,
+    merge_answer,
+    metadata_db,
+    metadata_path,
+    refresh_metadata_export,
+    stored_rows,
+)
 from backend.logs import taxon_log
 from backend.registry import Registry, Stage, Status
 from backend.settings import Settings
-from backend.statefile import locked, read_json, write_json
+from backend.store import Database
+from backend.timeutil import format_time, parse_time
 
 ACTOR = "check"
-FAILURES_BEFORE_ERROR = 3
+#: Times a whole answer is asked for again when its rows and ENA's count differ too much.
+DRIFT_ATTEMPTS = 3
+#: Runs named per ``run_accession=`` query when asking about ``no_files`` runs again.
+NO_FILES_BATCH = 100
+#: Most ``no_files`` runs asked about per check: 50 queries of 100, a few seconds.
+NO_FILES_PER_CHECK = 5000
 
 
-@dataclass(frozen=True)
-class CheckResult:
-    query: str
-    seen: int
-    new: int
-    changed: int
-    total: int
+@dataclass
+class CheckResult(Tally):
+    """What a check asked and found."""
+
+    query: str = ""
+    total: int = 0
 
 
 def build_query(taxon_id: int, tax_match: str, since: date | None) -> str:
@@ -40,13 +57,20 @@ def build_query(taxon_id: int, tax_match: str, since: date | None) -> str:
     return f"{term} AND last_updated>={since.isoformat()}" if since else term
 
 
+def accessions_query(accessions: Sequence[str]) -> str:
+    """A query for these runs by accession (validated before: they are ERR/SRR/DRR digits)."""
+    return " OR ".join(f"run_accession={accession}" for accession in accessions)
+
+
 def since_date(last_checked: datetime | None) -> date | None:
     """The day to ask from: a day before the last check, as ENA dates have day resolution."""
     return (last_checked - timedelta(days=1)).date() if last_checked else None
 
 
-def metadata_path(data_dir: Path, taxon_id: int) -> Path:
-    return Path(data_dir) / "ENA_metadata" / f"{taxon_id}.csv"
+def due(db: Database, key: str, now: datetime, days: float) -> bool:
+    """Whether the time stored under ``key`` is missing or at least ``days`` old."""
+    last = parse_time(db.meta(key) or "")
+    return last is None or now - last >= timedelta(days=days)
 
 
 def check_taxon(settings: Settings, registry: Registry, taxon_id: int, now: datetime,
@@ -54,131 +78,78 @@ def check_taxon(settings: Settings, registry: Registry, taxon_id: int, now: date
     """Ask ENA for the taxon's runs and merge them; on failure mark the taxon, raise EnaError."""
     row = registry.get(taxon_id)
     log = taxon_log(taxon_id)
-    query = build_query(taxon_id, settings.ena_tax_match, since_date(row.last_checked))
+    db = metadata_db(settings)
+    empty = not db.query("SELECT 1 FROM ena_metadata WHERE taxon = ? AND listed = 1 LIMIT 1",
+                         (taxon_id,))
+    full = empty or due(db, f"ena_full:{taxon_id}", now, settings.ena_full_check_days)
+    since = None if full else since_date(row.last_checked)
+    result = CheckResult(query=build_query(taxon_id, settings.ena_tax_match, since))
     registry.update(taxon_id, ACTOR, last_run_status=Status.IN_PROGRESS, stage=Stage.CHECK)
-    target = metadata_path(settings.data_dir, taxon_id)
-    download = target.with_name(f".{taxon_id}.download.tsv")
-    target.parent.mkdir(parents=True, exist_ok=True)
     client = client or EnaClient(settings)
+    download = metadata_path(settings.data_dir, taxon_id).with_name(f".{taxon_id}.download.tsv")
+    download.parent.mkdir(parents=True, exist_ok=True)
     try:
-        rows = client.search_to_file(query, FIELDS, download, taxon_id, progress)
-        expected = client.count(query, taxon_id)
-        if rows != expected:
-            raise EnaError(f"ENA sent {rows} rows for {query!r} but counts {expected}: the "
-                           "answer was cut short; it is tried again at the taxon's next turn",
-                           taxon=taxon_id)
-        seen, new, changed, total = merge_metadata(download, target)
-    except EnaError as exc:
-        record_failure(settings, registry, taxon_id, str(exc))
-        log.warning("check failed: {}", exc)
+        rows = fetch_answer(client, settings, result, download, taxon_id, progress)
+        merge_answer(db, taxon_id, download, result, full, progress, rows)
+        if due(db, f"ena_no_files:{taxon_id}", now, settings.ena_no_files_recheck_days):
+            recheck_no_files(client, settings, db, taxon_id, download, result)
+            db.set_meta(f"ena_no_files:{taxon_id}", format_time(now))
+    except EnaError:
+        # Transient causes are the heartbeat's (the ENA circuit, the taxon's backoff), a
+        # permanent one is parked there with ENA's reason: never parked here for a count.
+        registry.update(taxon_id, ACTOR, last_run_status=Status.WARNING, generated_warning=True)
         raise
     finally:
         download.unlink(missing_ok=True)
-    clear_failures(settings, taxon_id)
+    if full:
+        db.set_meta(f"ena_full:{taxon_id}", format_time(now))
+    result.total = stored_rows(db, taxon_id)
+    if full:  # an incremental check must not rewrite the whole export (`fetch` always does)
+        refresh_metadata_export(settings, taxon_id)
     registry.update(taxon_id, ACTOR, last_checked=now, stage=Stage.FILTER,
-                    generated_warning=False)
-    log.info("checked ENA with {!r}: {} runs seen, {} new, {} changed, {} stored",
-             query, seen, new, changed, total)
-    return CheckResult(query, seen, new, changed, total)
+                    generated_warning=bool(result.warnings))
+    for warning in result.warnings:
+        log.warning("{}", warning)
+    log.info("checked ENA with {!r}: {} runs seen, {} new, {} changed, {} withdrawn, {} stored",
+             result.query, result.seen, result.new, result.changed, result.withdrawn,
+             result.total)
+    return result
 
 
-def merge_metadata(download: Path, target: Path) -> tuple[int, int, int, int]:
-    """Merge a downloaded TSV into the stored CSV; (seen, new, changed, total).
-
-    A first answer is converted row by row; a later one (usually small: only recent changes)
-    is held by accession while the stored file streams past it.
-    """
-    with locked(target):
-        if not target.exists():
-            return _convert(download, target)
-        incoming = _read_tsv(download)
-        seen, new, changed, total = len(incoming), 0, 0, 0
-        tmp = target.with_name(f".{target.name}.merge")
-        with open(tmp, "w", newline="", encoding="utf-8") as out:
-            writer = csv.DictWriter(out, FIELDS, extrasaction="ignore", lineterminator="\n")
-            writer.writeheader()
-            for old in _read_csv(target):
-                fresh = incoming.pop(old.get("run_accession", ""), None)
-                if fresh is not None and any(fresh.get(f, "") != old.get(f, "") for f in FIELDS):
-                    changed += 1
-                writer.writerow(fresh or old)
-                total += 1
-            for fresh in incoming.values():
-                writer.writerow(fresh)
-                new += 1
-                total += 1
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, target)
-    return seen, new, changed, total
+def fetch_answer(client: EnaClient, settings: Settings, result: CheckResult, dest: Path,
+                 taxon_id: int, progress: bool | None, query: str | None = None) -> int:
+    """Count, then download, ``query``; asked again while rows and count differ by more than
+    the allowed drift (ENA changes while a large taxon is read). Returns the rows."""
+    query = query or result.query
+    rows = expected = 0
+    for _ in range(DRIFT_ATTEMPTS):
+        expected = client.count(query, taxon_id)
+        rows = client.search_to_file(query, FIELDS, dest, taxon_id, progress, expected)
+        if rows == expected:
+            return rows
+        if abs(rows - expected) <= settings.ena_count_drift * expected:
+            result.warnings.append(f"ENA sent {rows} rows for {query!r} but counts {expected}: "
+                                   "within MICROFETCH_ENA_COUNT_DRIFT, taken")
+            return rows
+    raise EnaError(f"ENA sent {rows} rows for {query!r} but counts {expected}, "
+                   f"{DRIFT_ATTEMPTS} times, more than MICROFETCH_ENA_COUNT_DRIFT allows: the "
+                   "answer was cut short; it is tried again at the taxon's next turn",
+                   taxon=taxon_id)
 
 
-def _convert(download: Path, target: Path) -> tuple[int, int, int, int]:
-    """A first answer, TSV to CSV row by row, columns put in FIELDS order."""
-    tmp = target.with_name(f".{target.name}.merge")
-    rows = 0
-    with open(tmp, "w", newline="", encoding="utf-8") as out:
-        writer = csv.writer(out, lineterminator="\n")
-        writer.writerow(FIELDS)
-        if download.stat().st_size:
-            with open(download, newline="", encoding="utf-8") as handle:
-                reader = csv.reader(handle, delimiter="\t")
-                header = next(reader)
-                order = [header.index(f) if f in header else None for f in FIELDS]
-                for values in reader:
-                    writer.writerow(["" if i is None or i >= len(values) else values[i]
-                                     for i in order])
-                    rows += 1
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(tmp, target)
-    return rows, rows, 0, rows
-
-
-def _read_tsv(path: Path) -> dict[str, dict[str, str]]:
-    """The downloaded answer by run accession (the last row of a run wins)."""
-    if path.stat().st_size == 0:
-        return {}
-    with open(path, newline="", encoding="utf-8") as handle:
-        return {row["run_accession"]: row for row in csv.DictReader(handle, delimiter="\t")
-                if row.get("run_accession")}
-
-
-def _read_csv(path: Path) -> Iterator[dict[str, str]]:
-    if not path.exists():
-        return
-    with open(path, newline="", encoding="utf-8") as handle:
-        yield from csv.DictReader(handle)
-
-
-def _failures_path(settings: Settings) -> Path:
-    return Path(settings.data_dir) / "ENA_metadata" / "failures.json"
-
-
-def record_failure(settings: Settings, registry: Registry, taxon_id: int, reason: str) -> int:
-    """Count a failed check; the third in a row needs a person. Returns the count."""
-    path = _failures_path(settings)
-    with locked(path):
-        counts = read_json(path) if path.exists() else {}
-        count = counts.get(str(taxon_id), 0) + 1
-        counts[str(taxon_id)] = count
-        write_json(path, counts)
-    changes: dict[str, object] = {"last_run_status": Status.WARNING, "generated_warning": True}
-    if count >= FAILURES_BEFORE_ERROR:
-        changes["last_run_status"] = Status.ERROR
-        changes["needs_attention"] = (
-            f"ENA failed {count} times in a row: {reason}. Check ENA's status, then "
-            f"`microfetch attention clear {taxon_id}`"
-        )
-    registry.update(taxon_id, ACTOR, **changes)
-    return count
-
-
-def clear_failures(settings: Settings, taxon_id: int) -> None:
-    path = _failures_path(settings)
-    if not path.exists():
-        return
-    with locked(path):
-        counts = read_json(path)
-        if counts.pop(str(taxon_id), None) is not None:
-            write_json(path, counts)
+def recheck_no_files(client: EnaClient, settings: Settings, db: Database, taxon_id: int,
+                     download: Path, result: CheckResult) -> int:
+    """Ask ENA again about runs excluded as ``no_files``, by accession, at most
+    NO_FILES_PER_CHECK per check (the next ones next time, round the list); returns runs asked."""
+    key = f"ena_no_files_next:{taxon_id}"
+    start = int(db.meta(key) or 0)
+    rows = db.query("SELECT seq, accession FROM runs WHERE taxon = ? AND category = 'excluded' "
+                    "AND exclusion_reason LIKE 'no_files:%' AND seq > ? ORDER BY seq LIMIT ?",
+                    (taxon_id, start, NO_FILES_PER_CHECK))
+    accessions = [row[1] for row in rows]
+    for first in range(0, len(accessions), NO_FILES_BATCH):
+        query = accessions_query(accessions[first:first + NO_FILES_BATCH])
+        fetch_answer(client, settings, result, download, taxon_id, False, query)
+        merge_answer(db, taxon_id, download, result, full=False, progress=False)
+    db.set_meta(key, str(rows[-1][0]) if len(rows) == NO_FILES_PER_CHECK else "0")
+    return len(accessions)

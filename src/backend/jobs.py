@@ -41,7 +41,7 @@ from backend.workers import WorkerStore
 ACTOR = "daemon"
 #: How long the record of a destroyed worker is kept (the pages show recent workers).
 KEEP_DESTROYED = timedelta(days=7)
-#: How `fetch_accession_links.record_failure` words the park it makes on a third failure.
+#: How an older release worded the park it made on a third failed check (lifted on sight).
 CHECK_PARK_PREFIX = "ENA failed "
 #: How `ena.EnaError` ends a transient failure's message; the heartbeat says when instead.
 RETRY_CLAUSE = "; it is tried again"
@@ -92,6 +92,7 @@ class Jobs:
         """
         now = now or utc_now()
         resumed = self.dispatcher.resume()
+        self._lift_old_outage_parks()
         paused = checks_paused(self.settings, now)
         if paused is None:
             self._look_up_names(now)
@@ -156,7 +157,6 @@ class Jobs:
         except OperationError as exc:
             if exc.permanent:
                 raise
-            self._unpark_transient(taxon_id)
             cause = str(exc).split(RETRY_CLAUSE)[0]  # the next try is told here, not there
             if not portal_answers(self.settings):
                 circuit = ena_failed(self.settings, cause, now)
@@ -177,20 +177,18 @@ class Jobs:
             logger.info("ENA answers again after an outage since {}; checks resume",
                         format_time(before.since))
 
-    def _unpark_transient(self, taxon_id: int) -> None:
-        """Undo what the check stage counts for a transient failure: it parks after three.
-
-        ``check_taxon`` keeps its own count in ``failures.json`` and parks the taxon on the
-        third failure in a row, whatever the cause; an outage must cost nothing, so the count
-        is reset and a park it made for that reason is lifted.
-        """
-        from backend.fetch_accession_links import clear_failures
-
-        clear_failures(self.settings, taxon_id)
-        row = self.registry.get(taxon_id)
-        if row.needs_attention.startswith(CHECK_PARK_PREFIX):
-            self.registry.update(taxon_id, ACTOR, needs_attention="",
-                                 last_run_status=Status.WARNING, generated_warning=True)
+    def _lift_old_outage_parks(self) -> None:
+        """Lift parks an older release made for three failed checks in a row, whatever their
+        cause: an outage must cost nothing, and a parked taxon would never be tried again."""
+        parked = [row.taxonomy_id for row in self.registry.load()
+                  if row.needs_attention.startswith(CHECK_PARK_PREFIX)]
+        if not parked:
+            return
+        with self.registry.transaction(ACTOR) as table:
+            for taxon_id in parked:
+                row = table.get(taxon_id)
+                if row is not None and row.needs_attention.startswith(CHECK_PARK_PREFIX):
+                    row.needs_attention, row.last_run_status = "", Status.WARNING
 
     def _failed(self, taxon_id: int, exc: Exception, now: datetime) -> str:
         """A stage raised: back off for a transient cause, park for one a person must fix."""

@@ -247,6 +247,26 @@ class Settings:
         "MICROFETCH_OUTAGE_BACKOFF_MAX_SECONDS", 3600.0, _float(1, unit=" of seconds"),
         "Longest pause while ENA's portal or the file host stays unreachable.",
     )
+    ena_min_rows_per_second: float = _setting(
+        "MICROFETCH_ENA_MIN_ROWS_PER_SECOND", 500.0, _float(1, unit=" of rows per second"),
+        "Slowest acceptable ENA answer: a search answer must arrive within "
+        "`MICROFETCH_ENA_TIMEOUT` plus its counted rows at this rate, else it is cut off.",
+    )
+    ena_count_drift: float = _setting(
+        "MICROFETCH_ENA_COUNT_DRIFT", 0.001, _float(0, 1, unit=" (a fraction)"),
+        "How far an answer's rows may differ from ENA's count (a fraction of the count; ENA "
+        "changes while a large taxon is read) before the answer is asked for again.",
+    )
+    ena_full_check_days: float = _setting(
+        "MICROFETCH_ENA_FULL_CHECK_DAYS", 30.0, _float(0, unit=" of days"),
+        "Every this many days a check asks for all of a taxon's runs, not only recent "
+        "changes, and marks runs ENA no longer lists as `withdrawn` (0: every check).",
+    )
+    ena_no_files_recheck_days: float = _setting(
+        "MICROFETCH_ENA_NO_FILES_RECHECK_DAYS", 7.0, _float(0, unit=" of days"),
+        "Runs excluded as `no_files` are asked about again this often, by accession, as ENA "
+        "may list their FASTQ files later without changing `last_updated`.",
+    )
 
     # Selection
     select_platforms: tuple[str, ...] = _setting(
