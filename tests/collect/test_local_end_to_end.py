@@ -16,6 +16,7 @@ from backend.registry import Stage, Status
 from backend.timeutil import utc_now
 from backend.workers import Phase
 
+from ..daemon.conftest import runner_processes
 from ..loopback import Fault, md5
 from .conftest import TAXON
 
@@ -111,27 +112,14 @@ def test_a_runner_environment_holds_no_secret_of_the_daemon(lab, file_server, mo
     (name,) = dispatcher.dispatch(TAXON, utc_now()).started
     folder = lab.backend.folder(lab.store.get(name))
     try:
-        wait_for(lambda: len(runner_pids(folder)) >= 2)  # the supervisor and its runner
-        for pid in runner_pids(folder):
+        wait_for(lambda: len(runner_processes(folder)) >= 2)  # the supervisor and its runner
+        for pid in runner_processes(folder):
             environ = Path(f"/proc/{pid}/environ").read_bytes()
             assert b"admin-secret-123" not in environ and b"do-secret-456" not in environ
             assert b"MICROFETCH_" not in environ
     finally:
         lab.backend.destroy(lab.store.get(name))
-    assert runner_pids(folder) == []
-
-
-def runner_pids(folder: Path) -> list[int]:
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                cmdline = (entry / "cmdline").read_bytes()
-            except OSError:
-                continue
-            if str(folder).encode() in cmdline and b"nextflow/bin" in cmdline:
-                pids.append(int(entry.name))
-    return pids
+    assert runner_processes(folder) == []
 
 
 def test_dispatch_waits_when_every_worker_slot_is_taken(lab, file_server):
@@ -212,16 +200,16 @@ def test_a_daemon_killed_right_after_a_spawn_starts_no_second_runner(lab, file_s
     _spawn_supervisor(folder)  # ...and the spawn; then the daemon died before saving the pid
     starting.release()
     try:
-        wait_for(lambda: len(runner_pids(folder)) >= 2)
-        before = sorted(runner_pids(folder))
+        wait_for(lambda: len(runner_processes(folder)) >= 2)
+        before = sorted(runner_processes(folder))
 
         assert dispatcher.resume() == [name]  # the restart takes it over
 
-        assert sorted(runner_pids(folder)) == before  # the same supervisor and runner
+        assert sorted(runner_processes(folder)) == before  # the same supervisor and runner
         assert lab.store.get(name).phase is Phase.RUNNING
     finally:
         lab.backend.destroy(lab.store.get(name))
-    assert runner_pids(folder) == []
+    assert runner_processes(folder) == []
 
 
 def test_finished_runs_come_home_while_the_worker_fetches_the_rest(lab, file_server):
