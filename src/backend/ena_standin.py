@@ -306,6 +306,9 @@ def _handler(stand_in: EnaStandIn) -> type[http.server.BaseHTTPRequestHandler]:
 
         def _file(self, data: bytes) -> None:
             fault = stand_in.next_fault("files")
+            if fault == "503":  # the file host is down for a moment
+                self._send(503, b"Service Unavailable", "text/plain")
+                return
             start = 0
             if self.headers.get("Range"):
                 start = int(self.headers["Range"].split("=")[1].split("-")[0])
