@@ -78,6 +78,9 @@ KbdInteractiveAuthentication no
 PubkeyAuthentication yes
 PermitRootLogin prohibit-password
 Subsystem sftp internal-sftp
+# Root's ~/.bashrc may run `pyenv rehash`, which waits 60 s on a lock a killed shell left
+# behind: wait at most 1 s, so a stale lock cannot stall every command of the tests.
+SetEnv PYENV_REHASH_TIMEOUT=1
 LogLevel ERROR
 """)
     return Sshd(folder, port, host_key, folder / "user_ed25519")

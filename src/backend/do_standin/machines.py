@@ -94,6 +94,8 @@ def free_address(taken: set[str]) -> str:
 
 
 def sshd_config(folder: Path, address: str, tag: str) -> str:
+    """A droplet's sshd. ``PYENV_REHASH_TIMEOUT``: this machine's root may run `pyenv rehash`
+    from ~/.bashrc, which would wait 60 s on a lock a killed shell left behind."""
     return f"""Port 22
 ListenAddress {address}
 HostKey {folder}/host_ed25519
@@ -106,7 +108,7 @@ KbdInteractiveAuthentication no
 PubkeyAuthentication yes
 PermitRootLogin prohibit-password
 Subsystem sftp internal-sftp
-SetEnv {ENV_TAG}={tag}
+SetEnv {ENV_TAG}={tag} PYENV_REHASH_TIMEOUT=1
 LogLevel INFO
 """
 
