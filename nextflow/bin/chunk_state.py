@@ -10,12 +10,28 @@ from __future__ import annotations
 import csv
 import json
 import os
+import signal
+import subprocess
 import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 from fetch_run import MANIFEST_HEADER, TRANSIENT, Expected, Result, utc_stamp
+
+#: How long a child (Nextflow, an assembler) gets after SIGTERM before SIGKILL.
+STOP_GRACE_SECONDS = 60
+
+
+def end_process(process: subprocess.Popen, grace: float = STOP_GRACE_SECONDS) -> int:
+    """Stop a child: SIGTERM so it ends its own children, SIGKILL after ``grace``; its code."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            return process.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            process.kill()
+    return process.wait()
 
 Runs = list[tuple[str, list[Expected]]]
 

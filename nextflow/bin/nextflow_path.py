@@ -12,7 +12,6 @@ from __future__ import annotations
 import csv
 import os
 import shutil
-import signal
 import subprocess
 import threading
 from dataclasses import replace
@@ -22,6 +21,7 @@ from chunk_state import (
     Manifest,
     Options,
     Runs,
+    end_process,
     log,
     read_rows,
     reads_deleted,
@@ -33,7 +33,6 @@ from products import Plan, Settings, plan, products_ready, record_unassembled
 
 POLL_SECONDS = 2.0       # how often the manifest catches up with the pipeline's verdicts
 MAX_PIPELINE_SECONDS = 30 * 24 * 3600  # bound on one pipeline run; a chunk takes hours
-STOP_GRACE_SECONDS = 60
 SHARED_DISK_PROFILES = ("standard", "slurm")  # where partial files can outlive a task
 
 
@@ -110,13 +109,7 @@ def fetch_with_nextflow(runs: Runs, worker: Path, manifest: Manifest, options: O
 
 def _end(process: subprocess.Popen[bytes]) -> int:
     """The pipeline's exit code; on a stop, SIGTERM first so Nextflow ends its tasks."""
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            return process.wait(timeout=STOP_GRACE_SECONDS)
-        except subprocess.TimeoutExpired:
-            process.kill()
-    return process.wait()
+    return end_process(process)
 
 
 def pending_tsv(runs: Runs) -> str:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import signal
 import subprocess
 import sys
 import threading
@@ -26,7 +25,7 @@ from assemble_run import (
     report_path,
     usable_cores,
 )
-from chunk_state import Manifest, log, size_of
+from chunk_state import Manifest, end_process, log, size_of
 from fetch_run import TRANSIENT, FetchError, Result
 
 PRODUCTS = ("reads", "assembly", "both")
@@ -34,7 +33,6 @@ ASSEMBLE_SCRIPT = Path(__file__).resolve().parent / "assemble_run.py"
 # assemble_run.py bounds each of its two tools by DEFAULT_TIMEOUT; this bounds the waiting.
 MAX_ASSEMBLY_SECONDS = 2 * DEFAULT_TIMEOUT + 600
 POLL_SECONDS = 1.0
-STOP_GRACE_SECONDS = 60
 
 
 @dataclass(frozen=True)
@@ -218,12 +216,7 @@ class Assembler:
             except subprocess.TimeoutExpired:
                 if self.stop.is_set():
                     break
-        process.send_signal(signal.SIGTERM)
-        try:
-            return process.wait(timeout=STOP_GRACE_SECONDS)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            return process.wait()
+        return end_process(process)
 
 
 def assembly_counts(out: Path, runs: list[str]) -> dict[str, int]:
