@@ -13,6 +13,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from waitress.server import create_server
 
+from backend.accessions import AccessionList, Exclusion, Run, RunStatus
 from backend.metrics import DaemonStatus
 from backend.registry import Registry, Stage, Status, Taxon
 from backend.settings import Settings, load_settings
@@ -68,3 +69,13 @@ def serving(app: Flask) -> Iterator[str]:
     finally:
         server.close()
         thread.join(timeout=10)
+
+
+def three_runs(site: Site) -> None:
+    """Taxon 562's runs: one fetched (30 bytes), one pending (5), one excluded."""
+    with AccessionList.of(site.settings, 562).edit() as runs:
+        runs["ERR1000001"] = Run("ERR1000001", status=RunStatus.FETCHED, fastq_bytes=(10, 20),
+                                 fetched_at=utc_now())
+        runs["ERR1000002"] = Run("ERR1000002", fastq_bytes=(5,))
+        runs["ERR1000003"] = Run("ERR1000003")
+        runs["ERR1000003"].exclude(Exclusion.PLATFORM, "LS454 is not ILLUMINA")

@@ -13,7 +13,7 @@ from backend.timeutil import utc_now
 from web import create_app
 from web.openapi import document
 
-from .conftest import ADMIN
+from .conftest import ADMIN, three_runs
 
 
 def lookup(taxon_id: int) -> str:
@@ -27,12 +27,7 @@ def admin(site):
 
 
 def test_get_taxa_and_one_taxon_give_state_stage_and_progress(site):
-    with AccessionList.of(site.settings, 562).edit() as runs:
-        runs["ERR1000001"] = Run("ERR1000001", status=RunStatus.FETCHED, fastq_bytes=(10, 20),
-                                 fetched_at=utc_now())
-        runs["ERR1000002"] = Run("ERR1000002", fastq_bytes=(5,))
-        runs["ERR1000003"] = Run("ERR1000003")
-        runs["ERR1000003"].exclude(Exclusion.PLATFORM, "LS454 is not ILLUMINA")
+    three_runs(site)
     (taxon,) = site.client.get("/api/taxa").get_json()["taxa"]
     assert taxon["taxonomy_id"] == 562
     one = site.client.get("/api/taxa/562").get_json()

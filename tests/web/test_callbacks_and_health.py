@@ -7,12 +7,11 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from backend.accessions import AccessionList, Exclusion, Run, RunStatus
 from backend.registry import Status
 from backend.timeutil import utc_now
 from backend.workers import Phase
 
-from .conftest import TOKEN, WORKER
+from .conftest import TOKEN, WORKER, three_runs
 
 DONE = {"status": "done", "runs_ok": 1, "runs_failed": 0, "bytes": 100,
         "finished_at": "2026-11-23T10:15:00Z"}
@@ -108,12 +107,7 @@ def scrape(site) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
 
 
 def test_metrics_count_taxa_workers_runs_bytes_and_rejections(site):
-    with AccessionList.of(site.settings, 562).edit() as runs:
-        runs["ERR1000001"] = Run("ERR1000001", status=RunStatus.FETCHED, fastq_bytes=(10, 20),
-                                 fetched_at=utc_now())
-        runs["ERR1000002"] = Run("ERR1000002", fastq_bytes=(5,))
-        runs["ERR1000003"] = Run("ERR1000003")
-        runs["ERR1000003"].exclude(Exclusion.PLATFORM, "LS454 is not ILLUMINA")
+    three_runs(site)
     post(site, token="wrong")
     metrics = scrape(site)
     assert metrics["microfetch_taxa"][(("status", "in progress"),)] == 1
