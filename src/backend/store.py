@@ -13,7 +13,6 @@ transaction: an interrupted import leaves nothing behind and runs again next tim
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -262,10 +261,6 @@ def open_database(path: Path, data_dir: Path | None = None) -> Database:
 def database_of(settings: Any) -> Database:
     """The state database the settings name."""
     return open_database(settings.db_path, settings.data_dir)
-
-
-def dumps(value: Any) -> str:
-    return json.dumps(value, sort_keys=True)
 
 
 def log_import(what: str, count: int, source: Path) -> None:
