@@ -33,13 +33,12 @@ import requests
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from backend.ena import FIELDS  # noqa: E402
-from backend.ena_standin import PORTAL, REAL_HOST, EnaData, EnaStandIn  # noqa: E402
+from backend.demo.ena_standin import PORTAL, REAL_HOST, EnaData, EnaStandIn  # noqa: E402
+from backend.ena.client import FIELDS  # noqa: E402
 
 TAXON = 562
 #: The commit before issue 17: the code the new check is measured against.
 BEFORE = "bb2a040ad6e63a366828549e79954f3a2bb436a0"
-OLD_MODULES = ("ena", "fetch_accession_links", "parse_fetched_data")
 
 
 def synthetic_rows(count: int) -> list[dict[str, str]]:
@@ -76,15 +75,15 @@ STAGES = PEAK + """
 import sys, json, time
 from datetime import datetime, UTC
 from backend.settings import load_settings
-from backend.registry import Registry, Taxon
 settings = load_settings(json.loads(sys.argv[1]))
 if sys.argv[3] == "previous":
-    sys.path.insert(0, sys.argv[4])
-    from previous.fetch_accession_links import check_taxon
-    from previous.parse_fetched_data import filter_taxon
-else:
+    from backend.registry import Registry, Taxon
     from backend.fetch_accession_links import check_taxon
     from backend.parse_fetched_data import filter_taxon
+else:
+    from backend.state.registry import Registry, Taxon
+    from backend.ena.fetch_accession_links import check_taxon
+    from backend.ena.parse_fetched_data import filter_taxon
 registry = Registry.from_settings(settings)
 registry.ensure_ready()
 if 562 not in {row.taxonomy_id for row in registry.load()}:
@@ -105,8 +104,8 @@ print(json.dumps({"rows": check.total, "changed": check.new + check.changed,
 BASELINE = PEAK + """
 import sys, io, json, requests, pandas
 from backend.settings import load_settings
-from backend.ena import FIELDS
-from backend.parse_fetched_data import decide
+from backend.ena.client import FIELDS
+from backend.ena.parse_fetched_data import decide
 settings = load_settings(json.loads(sys.argv[1]))
 body = requests.post(settings.ena_portal_url + "/search", data={
     "result": "read_run", "query": "tax_tree(562)", "fields": ",".join(FIELDS),
@@ -118,27 +117,25 @@ print(json.dumps({"rows": len(frame), "selected": selected, "hwm": hwm()}))
 """
 
 
-def previous_package(folder: Path, before: str) -> Path:
-    """The check and filter modules as of ``before``, importable as ``previous.*``."""
-    package = folder / "previous"
-    package.mkdir()
-    (package / "__init__.py").write_text("")
-    for name in OLD_MODULES:
-        text = subprocess.run(["git", "-C", str(ROOT), "show", f"{before}:src/backend/{name}.py"],
-                              capture_output=True, text=True, check=True).stdout
-        for other in OLD_MODULES:
-            text = text.replace(f"from backend.{other} import", f"from previous.{other} import")
-        (package / f"{name}.py").write_text(text)
-    return folder
+def previous_tree(folder: Path, before: str) -> Path:
+    """The whole ``src/`` of ``before``, for a child that runs the previous code as it was."""
+    tree = folder / "previous"
+    tree.mkdir()
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", before, "src"],
+                             capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(tree), "--strip-components=1"], input=archive,
+                   check=True)
+    return tree
 
 
-def measure(name: str, code: str, env: dict[str, str], *args: str) -> tuple[float, float, dict]:
+def measure(name: str, code: str, env: dict[str, str], *args: str,
+            src: Path = ROOT / "src") -> tuple[float, float, dict]:
     """Wall seconds, peak RSS in MB and the printed result of a child process (also printed
     at once: a long run shows what it has so far)."""
     started = time.perf_counter()
     out = subprocess.run([sys.executable, "-c", code, json.dumps(env), *args],
                          capture_output=True, text=True,
-                         env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+                         env={**os.environ, "PYTHONPATH": str(src)})
     wall = time.perf_counter() - started
     if out.returncode:
         raise SystemExit(f"{args[1] if len(args) > 1 else 'baseline'} failed:\n{out.stderr}")
@@ -190,11 +187,14 @@ def main() -> None:
                     for name in ("microfetch", "previous")}
             warm(ena, f"tax_tree({TAXON})")
             contenders = ["microfetch"] + ([] if args.skip_previous else ["previous"])
-            old = str(previous_package(folder, args.before)) if not args.skip_previous else ""
+            trees = {"microfetch": ROOT / "src"}
+            if not args.skip_previous:
+                trees["previous"] = previous_tree(folder, args.before)
             print(f"rows: {args.rows}", flush=True)
             for name in contenders:
                 key = f"{name}: first check"
-                results[key] = measure(key, STAGES, env | dirs[name], work, name, old)
+                results[key] = measure(key, STAGES, env | dirs[name], work, name,
+                                       src=trees[name])
             if not args.skip_baseline:
                 key = "baseline: first check"
                 results[key] = measure(key, BASELINE, env, work)
@@ -203,7 +203,8 @@ def main() -> None:
             warm(ena, query)
             for name in contenders:
                 key = f"{name}: 1% changed"
-                results[key] = measure(key, STAGES, env | dirs[name], work, name, old)
+                results[key] = measure(key, STAGES, env | dirs[name], work, name,
+                                       src=trees[name])
     finally:
         ena.stop()
     mine = results["microfetch: first check"]

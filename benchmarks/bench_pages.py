@@ -23,11 +23,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from backend.registry import Registry, Stage, Status, Taxon  # noqa: E402
 from backend.settings import Settings, load_settings  # noqa: E402
-from backend.store import database_of  # noqa: E402
+from backend.state.registry import Registry, Stage, Status, Taxon  # noqa: E402
+from backend.state.store import database_of  # noqa: E402
+from backend.state.workers import Phase, WorkerRecord, WorkerStore, token_hash  # noqa: E402
 from backend.timeutil import format_time, utc_now  # noqa: E402
-from backend.workers import Phase, WorkerRecord, WorkerStore, token_hash  # noqa: E402
 from web import create_app  # noqa: E402
 
 BIG = 562

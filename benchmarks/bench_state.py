@@ -25,16 +25,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from backend.accessions import COLUMNS, SQL_COLUMNS, AccessionList, Run  # noqa: E402
-from backend.collect import Collector, settle_taxon  # noqa: E402
+from backend.collection.collect import Collector, settle_taxon  # noqa: E402
+from backend.collection.manifest import Verdict  # noqa: E402
 from backend.compute.local import LocalBackend  # noqa: E402
-from backend.dispatch import Dispatcher  # noqa: E402
-from backend.manifest import Verdict  # noqa: E402
-from backend.parse_fetched_data import filter_taxon  # noqa: E402
-from backend.registry import Registry, Taxon  # noqa: E402
+from backend.ena.parse_fetched_data import filter_taxon  # noqa: E402
+from backend.jobs.dispatch import Dispatcher  # noqa: E402
 from backend.settings import load_settings  # noqa: E402
-from backend.store import database_of  # noqa: E402
-from backend.workers import WorkerRecord, WorkerStore, token_hash  # noqa: E402
+from backend.state.accessions import COLUMNS, SQL_COLUMNS, AccessionList, Run  # noqa: E402
+from backend.state.registry import Registry, Taxon  # noqa: E402
+from backend.state.store import database_of  # noqa: E402
+from backend.state.workers import WorkerRecord, WorkerStore, token_hash  # noqa: E402
 
 OLD = "4a12f88"  # the last commit with the CSV state layer
 
@@ -174,7 +174,7 @@ def status_and_health(settings, report: list) -> None:
     env = {"MICROFETCH_CSV": str(settings.csv_path), "PATH": "/usr/bin:/bin",
            "MICROFETCH_DATA_DIR": str(settings.data_dir), "PYTHONPATH": str(ROOT / "src")}
     status = [sys.executable, "-c",
-              "import sys; from backend.cli import main; sys.exit(main(['status']))"]
+              "import sys; from backend.cli.main import main; sys.exit(main(['status']))"]
     ours = median_ms(lambda: subprocess.run(status, env=env, capture_output=True, check=True), 3)
     report.append(("`microfetch status`, 10,000 taxa (whole process)", ours, None))
     from web import create_app

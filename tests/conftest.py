@@ -39,9 +39,9 @@ def run_cli(tmp_path: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
     def run(*args: str, add_taxa: bool = False, env: dict[str, str] | None = None,
             timeout: float = 60) -> subprocess.CompletedProcess[str]:
         code = (
-            "import sys; from backend.cli import add_taxa_main as m; sys.exit(m())"
+            "import sys; from backend.cli.main import add_taxa_main as m; sys.exit(m())"
             if add_taxa
-            else "import sys; from backend.cli import main as m; sys.exit(m())"
+            else "import sys; from backend.cli.main import main as m; sys.exit(m())"
         )
         return subprocess.run(
             [sys.executable, "-c", code, *args],

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from backend.registry import COLUMNS
+from backend.state.registry import COLUMNS
 
 from .conftest import cli_env
 
@@ -112,7 +112,7 @@ def test_the_installed_add_taxa_script_runs_from_a_shell(tmp_path):
 
 def test_add_taxa_does_not_import_heavy_libraries(tmp_path):
     code = (
-        "import sys; from backend.cli import add_taxa_main; "
+        "import sys; from backend.cli.main import add_taxa_main; "
         "rc = add_taxa_main(['--offline', '562']); "
         "heavy = [m for m in ('pandas', 'flask', 'paramiko', 'digitalocean', 'apscheduler') "
         "if m in sys.modules]; print(heavy); sys.exit(rc)"

@@ -7,9 +7,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from backend.chunking import Item, plan_chunks
-from backend.due import is_due, pick_due
-from backend.registry import Stage, Taxon
+from backend.jobs.chunking import Item, plan_chunks
+from backend.jobs.due import is_due, pick_due
+from backend.state.registry import Stage, Taxon
 
 GB = 10**9
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)

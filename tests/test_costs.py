@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from backend.costs import Products, estimate
+from backend.compute.costs import Products, estimate
 
 SIZE = {"price_hourly": 0.03571, "disk": 80, "transfer": 4, "vcpus": 2}
 GB = 10**9

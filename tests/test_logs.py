@@ -11,11 +11,11 @@ import pytest
 from loguru import logger
 
 from backend import logs
-from backend.alerts import send_alerts
+from backend.jobs.alerts import send_alerts
 from backend.logs import elide_url, open_taxon_files, scrub, setup_logging, taxon_log
-from backend.registry import Registry, Taxon
 from backend.settings import load_settings
-from backend.store import open_database
+from backend.state.registry import Registry, Taxon
+from backend.state.store import open_database
 
 
 @pytest.fixture(autouse=True)
@@ -155,9 +155,9 @@ def test_a_failing_webhook_is_logged_in_one_line_without_its_secret_path(tmp_pat
 
 def test_a_job_failing_for_an_expected_cause_logs_one_line_and_a_surprise_its_traceback(
         tmp_path):
-    from backend.daemon import guarded
     from backend.errors import OperationError
-    from backend.metrics import DaemonStatus
+    from backend.jobs.daemon import guarded
+    from backend.jobs.metrics import DaemonStatus
 
     setup_logging(tmp_path)
 

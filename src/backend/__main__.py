@@ -1,5 +1,5 @@
 """`python -m backend` runs the `microfetch` command."""
 
-from backend.cli import console_main
+from backend.cli.main import console_main
 
 console_main()

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from flask import Flask
 
-from backend.metrics import DaemonStatus
+from backend.jobs.metrics import DaemonStatus
 from backend.settings import Settings, load_settings
 from web.auth import session_secret
 from web.security import secure

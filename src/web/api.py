@@ -15,15 +15,15 @@ from flask import Blueprint, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
 from pydantic import BaseModel, ValidationError
 
-from backend.add_taxa import Outcome, add_taxa, summary
-from backend.admin import Admin, Interface, actor
+from backend.ena.names import request_lookups
 from backend.errors import UnknownTaxonError
-from backend.names import request_lookups
-from backend.registry import MAX_TAXON_ID, Registry
 from backend.settings import Settings
-from backend.store import database_of
+from backend.state.add_taxa import Outcome, add_taxa, summary
+from backend.state.admin import Admin, Interface, actor
+from backend.state.registry import MAX_TAXON_ID, Registry
+from backend.state.store import database_of
+from backend.state.workers import WorkerStore
 from backend.timeutil import utc_now
-from backend.workers import WorkerStore
 from web import schemas
 from web.auth import api_admin
 from web.charts import fetched_series

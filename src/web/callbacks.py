@@ -14,9 +14,9 @@ from flask import Blueprint, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
 from pydantic import ValidationError
 
-from backend.metrics import CALLBACK_REJECTIONS
-from backend.registry import Registry, Status
-from backend.workers import NAME_PATTERN, Phase, WorkerStore, token_hash
+from backend.jobs.metrics import CALLBACK_REJECTIONS
+from backend.state.registry import Registry, Status
+from backend.state.workers import NAME_PATTERN, Phase, WorkerStore, token_hash
 from web.schemas import WorkerDone
 
 bp = Blueprint("callbacks", __name__)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from backend.store import Database
+from backend.state.store import Database
 from backend.timeutil import parse_time
 
 #: Points per line: enough for a smooth curve, few enough to stay small.

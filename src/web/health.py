@@ -7,10 +7,10 @@ from flask.typing import ResponseReturnValue
 from loguru import logger
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from backend.circuit import CircuitCollector, health_fields
 from backend.errors import MicrofetchError
-from backend.metrics import COUNTERS, StateCollector
-from backend.registry import Registry
+from backend.jobs.metrics import COUNTERS, StateCollector
+from backend.state.circuit import CircuitCollector, health_fields
+from backend.state.registry import Registry
 from backend.timeutil import format_time, utc_now
 
 bp = Blueprint("health", __name__)

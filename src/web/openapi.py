@@ -15,7 +15,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from backend import __version__
-from backend.registry import MAX_TAXON_ID
+from backend.state.registry import MAX_TAXON_ID
 from web import schemas
 from web.runs_table import MAX_PREFIX, PAGE_SIZES, SORTS
 

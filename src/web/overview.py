@@ -11,12 +11,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from backend.accessions import CATEGORIES
-from backend.circuit import circuit_status
 from backend.settings import Settings
-from backend.store import Database, database_of
+from backend.state.accessions import CATEGORIES
+from backend.state.circuit import circuit_status
+from backend.state.store import Database, database_of
+from backend.state.workers import Phase, WorkerRecord, WorkerStore
 from backend.timeutil import format_time
-from backend.workers import Phase, WorkerRecord, WorkerStore
 
 #: Throughput (and so every ETA) is measured over this window.
 WINDOW = timedelta(hours=1)

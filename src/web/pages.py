@@ -24,16 +24,16 @@ from flask import (
 from flask.typing import ResponseReturnValue
 from pydantic import BaseModel, ValidationError
 
-from backend.accessions import AccessionList, export_path
-from backend.add_taxa import summary
-from backend.admin import Admin, Interface, actor
 from backend.errors import UnknownTaxonError
-from backend.exports import genomes_dir
-from backend.registry import Registry, Taxon, parse_taxon_id
 from backend.settings import Settings
-from backend.store import database_of
+from backend.state.accessions import AccessionList, export_path
+from backend.state.add_taxa import summary
+from backend.state.admin import Admin, Interface, actor
+from backend.state.exports import genomes_dir
+from backend.state.registry import Registry, Taxon, parse_taxon_id
+from backend.state.store import database_of
+from backend.state.workers import WorkerStore
 from backend.timeutil import utc_now
-from backend.workers import WorkerStore
 from web import schemas
 from web.api import add_in_background, hide_paths, parse_id, problems_of
 from web.auth import DISABLED, admin_token, csrf_token, page_admin_problem, token_matches

@@ -12,7 +12,7 @@ import threading
 from dataclasses import dataclass, replace
 from typing import Any
 
-from backend.store import Database
+from backend.state.store import Database
 
 #: What a column is sorted by: the SQL expression (an indexed column of ``runs``).
 SORTS = {"accession": "accession", "status": "category", "size": "total_bytes",

@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
-from backend.registry import MAX_TAXON_ID
+from backend.state.registry import MAX_TAXON_ID
 
 #: Priorities are bounded so that no client can push a taxon out of reach of every other.
 PRIORITY_LIMIT = 1_000_000

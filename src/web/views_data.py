@@ -8,14 +8,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from backend.accessions import AccessionList, counts_by_taxon, empty_counts
 from backend.errors import UnknownTaxonError
 from backend.logs import taxon_log_path
-from backend.registry import Registry, Taxon
 from backend.settings import Settings
-from backend.store import Database, database_of
+from backend.state.accessions import AccessionList, counts_by_taxon, empty_counts
+from backend.state.registry import Registry, Taxon
+from backend.state.store import Database, database_of
+from backend.state.workers import WorkerRecord, WorkerStore
 from backend.timeutil import format_time
-from backend.workers import WorkerRecord, WorkerStore
 
 
 @dataclass

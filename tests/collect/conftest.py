@@ -12,12 +12,19 @@ from typing import Any
 
 import pytest
 
-from backend.accessions import AccessionList, Run, RunStatus
 from backend.compute.local import LocalBackend
-from backend.registry import Registry, Stage, Status, Taxon
 from backend.settings import Settings, load_settings
+from backend.state.accessions import AccessionList, Run, RunStatus
+from backend.state.registry import Registry, Stage, Status, Taxon
+from backend.state.workers import (
+    Phase,
+    WorkerRecord,
+    WorkerStore,
+    new_token,
+    token_hash,
+    worker_name,
+)
 from backend.timeutil import utc_now
-from backend.workers import Phase, WorkerRecord, WorkerStore, new_token, token_hash, worker_name
 
 TAXON = 562
 

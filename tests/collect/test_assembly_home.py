@@ -8,10 +8,10 @@ import gzip
 import hashlib
 import json
 
-from backend.accessions import RunStatus
-from backend.collect import Collector
-from backend.exports import export_taxon
-from backend.workers import Phase
+from backend.collection.collect import Collector
+from backend.state.accessions import RunStatus
+from backend.state.exports import export_taxon
+from backend.state.workers import Phase
 
 from .conftest import TAXON
 

@@ -6,14 +6,14 @@ import subprocess
 import sys
 from collections import Counter
 
-from backend.accessions import AccessionList
-from backend.reconcile import close_record
+from backend.jobs.reconcile import close_record
+from backend.state.accessions import AccessionList
 
 from ..conftest import SRC, cli_env
 from ..loopback import Fault
 from .conftest import TAXON
 
-TICK = "import sys; from backend.cli import main; sys.exit(main(['tick']))"
+TICK = "import sys; from backend.cli.main import main; sys.exit(main(['tick']))"
 
 
 def test_two_overlapping_ticks_never_share_a_run_and_never_exceed_the_cap(lab, file_server,

@@ -8,12 +8,12 @@ import subprocess
 import sys
 from datetime import timedelta
 
-from backend.accessions import RunStatus
-from backend.attempts import another_round
-from backend.collect import Collector, retry_runs
-from backend.reconcile import reconcile
-from backend.registry import Stage, Status
-from backend.workers import Phase
+from backend.collection.collect import Collector, retry_runs
+from backend.jobs.reconcile import reconcile
+from backend.state.accessions import RunStatus
+from backend.state.attempts import another_round
+from backend.state.registry import Stage, Status
+from backend.state.workers import Phase
 
 from ..conftest import cli_env
 from .conftest import TAXON
@@ -129,7 +129,7 @@ def test_two_collections_at_once_collect_each_worker_once(lab, tmp_path):
     contents = lab.add_runs(*(f"ERR00000{i:02d}" for i in range(1, 7)))
     lab.finished_worker(contents)
     env = cli_env(tmp_path, MICROFETCH_DATA_DIR=str(lab.settings.data_dir))
-    code = "import sys; from backend.cli import main; sys.exit(main(['collect']))"
+    code = "import sys; from backend.cli.main import main; sys.exit(main(['collect']))"
     procs = [subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for _ in range(2)]
     outputs = [p.communicate(timeout=120) for p in procs]

@@ -9,12 +9,12 @@ import signal
 import time
 from pathlib import Path
 
-from backend.accessions import RunStatus
-from backend.collect import Collector
-from backend.dispatch import Dispatcher
-from backend.registry import Stage, Status
+from backend.collection.collect import Collector
+from backend.jobs.dispatch import Dispatcher
+from backend.state.accessions import RunStatus
+from backend.state.registry import Stage, Status
+from backend.state.workers import Phase
 from backend.timeutil import utc_now
-from backend.workers import Phase
 
 from ..daemon.conftest import runner_processes
 from ..loopback import Fault, md5
@@ -174,7 +174,7 @@ def test_dispatch_waits_with_a_warning_when_home_lacks_disk(lab, file_server, mo
     dispatcher = local_lab(lab)
     lab.serve_runs(file_server, 2)
     full = real_shutil.disk_usage(lab.settings.data_dir)._replace(free=1000)
-    monkeypatch.setattr("backend.dispatch.shutil.disk_usage", lambda path: full)
+    monkeypatch.setattr("backend.jobs.dispatch.shutil.disk_usage", lambda path: full)
     report = dispatcher.dispatch(TAXON, utc_now())
     assert report.started == [] and report.waiting == "not enough free disk at home"
     row = lab.registry.get(TAXON)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import shutil
 from datetime import timedelta
 
-from backend.accessions import RunStatus
-from backend.reconcile import reconcile
+from backend.jobs.reconcile import reconcile
+from backend.state.accessions import RunStatus
+from backend.state.workers import Phase
 from backend.timeutil import utc_now
-from backend.workers import Phase
 
 from .conftest import TAXON
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from backend.ena_standin import EnaData, EnaStandIn, make_run
+from backend.demo.ena_standin import EnaData, EnaStandIn, make_run
 from tests.conftest import cli_env
 from tests.loopback import free_port
 
@@ -28,15 +28,15 @@ class Daemon:
     proc: subprocess.Popen | None = None
 
     def cli(self, *args: str, add_taxa: bool = False) -> subprocess.CompletedProcess[str]:
-        code = ("import sys; from backend.cli import add_taxa_main as m; sys.exit(m())"
-                if add_taxa else "import sys; from backend.cli import main as m; sys.exit(m())")
+        name = "add_taxa_main" if add_taxa else "main"
+        code = f"import sys; from backend.cli.main import {name} as m; sys.exit(m())"
         return subprocess.run([sys.executable, "-c", code, *args], env=self.env,
                               capture_output=True, text=True, timeout=60)
 
     def start(self) -> None:
         log = open(self.tmp / "serve.log", "ab")  # noqa: SIM115 - closed with the process
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", "import sys; from backend.cli import main; "
+            [sys.executable, "-c", "import sys; from backend.cli.main import main; "
              "sys.exit(main(['serve']))"], env=self.env, stdout=log, stderr=log)
         log.close()
 

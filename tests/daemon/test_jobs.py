@@ -6,11 +6,11 @@ import http.server
 import json
 import threading
 
-from backend.alerts import send_alerts
-from backend.jobs import Jobs
-from backend.registry import Registry, Status, Taxon
+from backend.jobs.alerts import send_alerts
+from backend.jobs.heartbeat import Jobs
 from backend.settings import load_settings
-from backend.store import open_database
+from backend.state.registry import Registry, Status, Taxon
+from backend.state.store import open_database
 
 
 def webhook():
@@ -76,7 +76,7 @@ def test_an_unexpected_error_parks_the_taxon_and_the_heartbeat_goes_on(tmp_path,
     def broken(*args: object, **kwargs: object) -> None:
         raise KeyError("fastq_ftp")
 
-    monkeypatch.setattr("backend.fetch_accession_links.check_taxon", broken)
+    monkeypatch.setattr("backend.ena.fetch_accession_links.check_taxon", broken)
     outcome = jobs.heartbeat()
     assert outcome.startswith("taxon 562: parked: unexpected error in the heartbeat: KeyError")
     row = jobs.registry.get(562)

@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from backend.circuit import State, circuit_status, record_file_host
-from backend.ena_standin import EnaData, EnaStandIn
-from backend.jobs import Jobs
-from backend.registry import Registry, Stage, Status, Taxon
+from backend.demo.ena_standin import EnaData, EnaStandIn
+from backend.jobs.heartbeat import Jobs
 from backend.settings import Settings, load_settings
-from backend.turns import waiting, waits
+from backend.state.circuit import State, circuit_status, record_file_host
+from backend.state.registry import Registry, Stage, Status, Taxon
+from backend.state.turns import waiting, waits
 from tests.conftest import cli_env
 
 T0 = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
@@ -172,7 +172,7 @@ def test_the_pause_holds_for_a_cron_tick_in_another_process(tmp_path, ena):
 
     env = cli_env(tmp_path, **ena.settings_env(), MICROFETCH_ENA_RETRIES="0")
     result = subprocess.run(
-        [sys.executable, "-c", "import sys; from backend.cli import main; sys.exit(main())",
+        [sys.executable, "-c", "import sys; from backend.cli.main import main; sys.exit(main())",
          "tick"], env=env, capture_output=True, text=True, timeout=60)
 
     assert result.returncode == 0, result.stderr

@@ -8,9 +8,9 @@ import time
 import urllib.request
 from pathlib import Path
 
-from backend.ena_standin import make_run
-from backend.store import open_database
-from backend.workers import Phase, WorkerRecord, WorkerStore
+from backend.demo.ena_standin import make_run
+from backend.state.store import open_database
+from backend.state.workers import Phase, WorkerRecord, WorkerStore
 
 from .conftest import runner_processes
 

@@ -9,9 +9,9 @@ import hashlib
 import signal
 from pathlib import Path
 
-from backend.accessions import AccessionList
-from backend.ena_standin import REAL_HOST, EnaData
+from backend.demo.ena_standin import REAL_HOST, EnaData
 from backend.settings import load_settings
+from backend.state.accessions import AccessionList
 
 from ..worker.simulate import random_genome, random_reads, simulate_pairs, write_fasta
 

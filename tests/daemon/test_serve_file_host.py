@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import signal
 
-from backend.accessions import AccessionList
 from backend.settings import load_settings
+from backend.state.accessions import AccessionList
 
 
 def test_a_file_host_answering_503_for_a_while_costs_no_attempt_and_parks_nothing(daemon):

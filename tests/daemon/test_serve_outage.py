@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import signal
 
-from backend.circuit import circuit_status
-from backend.ena_standin import make_run
+from backend.demo.ena_standin import make_run
 from backend.settings import load_settings
+from backend.state.circuit import circuit_status
 
 
 def test_an_ena_outage_parks_no_taxon_shows_while_it_lasts_and_all_complete_after(daemon):

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from backend.compute.do_api import DoApi
-from backend.do_standin import Cloud, DoStandIn
+from backend.demo.do_standin import Cloud, DoStandIn
 from tests.collect.conftest import lab  # noqa: F401 - the lab fixture
 from tests.sshd import keygen
 

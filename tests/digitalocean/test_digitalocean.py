@@ -14,9 +14,13 @@ import responses
 import yaml
 from loguru import logger
 
-from backend import costs
-from backend.accessions import RunStatus
-from backend.cloudinit import generate_host_key, launcher_url, nextflow_script, render_user_data
+from backend.compute import costs
+from backend.compute.cloudinit import (
+    generate_host_key,
+    launcher_url,
+    nextflow_script,
+    render_user_data,
+)
 from backend.compute.digitalocean import (
     DigitalOceanBackend,
     product_packages,
@@ -26,11 +30,12 @@ from backend.compute.digitalocean import (
 from backend.compute.do_api import DoApi
 from backend.compute.do_tags import key_tag
 from backend.errors import OperationError
+from backend.jobs.reconcile import reconcile
 from backend.preflight import preflight
-from backend.reconcile import reconcile
 from backend.settings import load_settings
+from backend.state.accessions import RunStatus
+from backend.state.workers import Phase, WorkerRecord
 from backend.timeutil import format_time, utc_now
-from backend.workers import Phase, WorkerRecord
 
 from ..collect.conftest import TAXON
 

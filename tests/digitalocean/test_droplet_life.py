@@ -17,13 +17,13 @@ from pathlib import Path
 import responses
 import yaml
 
-from backend.accessions import RunStatus
-from backend.cloudinit import bootstrap_marker
-from backend.collect import Collector
+from backend.collection.collect import Collector
+from backend.compute.cloudinit import bootstrap_marker
 from backend.compute.digitalocean import DigitalOceanBackend
 from backend.compute.do_api import DoApi
-from backend.dispatch import Dispatcher
-from backend.registry import Stage
+from backend.jobs.dispatch import Dispatcher
+from backend.state.accessions import RunStatus
+from backend.state.registry import Stage
 from backend.timeutil import utc_now
 from tests.loopback import md5
 from tests.sshd import make_sshd

@@ -15,18 +15,18 @@ import pytest
 import requests
 import responses
 
-from backend.cloudinit import bootstrap_marker
 from backend.compute.base import Chunk, ChunkRun, prepare_folder
+from backend.compute.cloudinit import bootstrap_marker
 from backend.compute.digitalocean import DigitalOceanBackend
 from backend.compute.do_api import MAX_RETRY_AFTER, DoApi, QuotaReached
 from backend.compute.do_tags import install_id
-from backend.do_standin import DoStandIn
+from backend.demo.do_standin import DoStandIn
 from backend.errors import OperationError
-from backend.reconcile import reconcile
-from backend.registry import Registry
+from backend.jobs.reconcile import reconcile
 from backend.settings import Settings, load_settings
+from backend.state.registry import Registry
+from backend.state.workers import WorkerRecord, WorkerStore, new_token, token_hash, worker_name
 from backend.timeutil import utc_now
-from backend.workers import WorkerRecord, WorkerStore, new_token, token_hash, worker_name
 
 from .conftest import wait_for
 

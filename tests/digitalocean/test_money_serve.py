@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from backend.do_standin import Cloud, DoStandIn
-from backend.do_standin.ledger import LedgerEntry
-from backend.ena_standin import EnaData, EnaStandIn, make_run
+from backend.demo.do_standin import Cloud, DoStandIn
+from backend.demo.do_standin.ledger import LedgerEntry
+from backend.demo.ena_standin import EnaData, EnaStandIn, make_run
 from backend.settings import load_settings
-from backend.workers import WorkerStore
+from backend.state.workers import WorkerStore
 from tests.conftest import cli_env
 from tests.daemon.conftest import Daemon
 from tests.loopback import free_port

@@ -17,12 +17,12 @@ import requests
 
 from backend.compute.digitalocean import DigitalOceanBackend
 from backend.compute.do_api import DoApi, QuotaReached, UnclearAnswer
-from backend.do_standin import LedgerEntry, billed_hours, ledger
-from backend.do_standin.machines import plan
+from backend.demo.do_standin import LedgerEntry, billed_hours, ledger
+from backend.demo.do_standin.machines import plan
 from backend.errors import OperationError
 from backend.settings import load_settings
+from backend.state.workers import WorkerRecord
 from backend.timeutil import utc_now
-from backend.workers import WorkerRecord
 
 ANCHORS = Path(__file__).resolve().parents[1] / "data" / "digitalocean"
 NOT_YET = 3600.0  # an activation delay no test outlives: the droplet stays "new", no sshd
@@ -259,7 +259,7 @@ runcmd:
 
 
 def test_the_digitalocean_demo_says_it_needs_root_and_exits_2(monkeypatch, capsys):
-    from backend.cli import main
+    from backend.cli.main import main
 
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
 

@@ -16,8 +16,8 @@ from backend.compute.base import Chunk, ChunkRun, WorkerState, prepare_folder
 from backend.compute.digitalocean import DigitalOceanBackend
 from backend.errors import OperationError
 from backend.settings import load_settings
+from backend.state.workers import WorkerRecord, new_token, token_hash, worker_name
 from backend.timeutil import utc_now
-from backend.workers import WorkerRecord, new_token, token_hash, worker_name
 
 from .conftest import wait_for
 

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 import requests
 
-from backend import remote
-from backend.cloudinit import generate_host_key, render_user_data
+from backend.compute import remote
+from backend.compute.cloudinit import generate_host_key, render_user_data
 from backend.compute.do_api import DoApi
-from backend.do_standin.machines import alive
+from backend.demo.do_standin.machines import alive
 from backend.errors import OperationError
 
 from .conftest import wait_for

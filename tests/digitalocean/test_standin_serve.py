@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from backend.do_standin import Cloud, DoStandIn
-from backend.ena_standin import EnaData, EnaStandIn, make_run
+from backend.demo.do_standin import Cloud, DoStandIn
+from backend.demo.ena_standin import EnaData, EnaStandIn, make_run
 from backend.settings import load_settings
+from backend.state.workers import Phase, WorkerStore
 from backend.timeutil import parse_time, utc_now
-from backend.workers import Phase, WorkerStore
 from tests.conftest import cli_env
 from tests.daemon.conftest import Daemon, runner_processes
 from tests.loopback import free_port

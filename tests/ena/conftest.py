@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from backend.ena_standin import EnaData, EnaStandIn, load_tsv, make_run
+from backend.demo.ena_standin import EnaData, EnaStandIn, load_tsv, make_run
 from tests.conftest import cli_env
 
 ANCHORS = Path(__file__).resolve().parents[1] / "data" / "ena"

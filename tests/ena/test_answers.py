@@ -12,11 +12,11 @@ import json
 
 import pytest
 
-from backend.accessions import AccessionList, RunStatus
-from backend.ena_metadata import metadata_db
-from backend.ena_standin import REAL_HOST
-from backend.parse_fetched_data import decide
+from backend.demo.ena_standin import REAL_HOST
+from backend.ena.metadata import metadata_db
+from backend.ena.parse_fetched_data import decide
 from backend.settings import load_settings
+from backend.state.accessions import AccessionList, RunStatus
 
 FIRST, SECOND, THIRD = "ERR9000001", "ERR9000002", "ERR9000003"
 

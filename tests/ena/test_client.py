@@ -6,7 +6,7 @@ import pytest
 import responses
 
 from backend import __version__
-from backend.ena import FIELDS, EnaClient, EnaError, RateLimit
+from backend.ena.client import FIELDS, EnaClient, EnaError, RateLimit
 from backend.settings import load_settings
 
 PORTAL = "https://www.ebi.ac.uk/ena/portal/api"

@@ -6,9 +6,9 @@ from __future__ import annotations
 import csv
 from datetime import UTC, datetime
 
-from backend.accessions import AccessionList, RunStatus
-from backend.ena_metadata import metadata_db
+from backend.ena.metadata import metadata_db
 from backend.settings import load_settings
+from backend.state.accessions import AccessionList, RunStatus
 
 FIRST, SECOND, THIRD = "ERR9000001", "ERR9000002", "ERR9000003"
 

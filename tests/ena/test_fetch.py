@@ -6,10 +6,10 @@ import csv
 import json
 from datetime import UTC, datetime, timedelta
 
-from backend.accessions import AccessionList, RunStatus
-from backend.ena_standin import REAL_HOST, make_run
-from backend.parse_fetched_data import choose_files, decide
+from backend.demo.ena_standin import REAL_HOST, make_run
+from backend.ena.parse_fetched_data import choose_files, decide
 from backend.settings import load_settings
+from backend.state.accessions import AccessionList, RunStatus
 
 
 def add(run_cli, env, *ids: str):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from backend.ena import FIELDS
-from backend.ena_metadata import Tally, merge_answer, metadata_db, metadata_lines
+from backend.ena.client import FIELDS
+from backend.ena.metadata import Tally, merge_answer, metadata_db, metadata_lines
 from backend.settings import load_settings
 
 

@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from backend import remote
-from backend.accessions import RunStatus
-from backend.collect import Collector
-from backend.dispatch import Dispatcher
+from backend.collection.collect import Collector
+from backend.compute import remote
+from backend.compute.transfer import rsync_pull_argv
 from backend.errors import OperationError
+from backend.jobs.dispatch import Dispatcher
+from backend.state.accessions import RunStatus
+from backend.state.workers import Phase
 from backend.timeutil import utc_now
-from backend.transfer import rsync_pull_argv
-from backend.workers import Phase
 from tests.loopback import md5
 from tests.sshd import keygen, make_sshd
 

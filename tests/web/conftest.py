@@ -13,12 +13,12 @@ from flask import Flask
 from flask.testing import FlaskClient
 from waitress.server import create_server
 
-from backend.accessions import AccessionList, Exclusion, Run, RunStatus
-from backend.metrics import DaemonStatus
-from backend.registry import Registry, Stage, Status, Taxon
+from backend.jobs.metrics import DaemonStatus
 from backend.settings import Settings, load_settings
+from backend.state.accessions import AccessionList, Exclusion, Run, RunStatus
+from backend.state.registry import Registry, Stage, Status, Taxon
+from backend.state.workers import Phase, WorkerRecord, WorkerStore, token_hash
 from backend.timeutil import utc_now
-from backend.workers import Phase, WorkerRecord, WorkerStore, token_hash
 from web import create_app
 
 TOKEN = "worker-token"

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
-from backend.accessions import AccessionList, Exclusion, Run, RunStatus
-from backend.names import look_up_names
+from backend.ena.names import look_up_names
+from backend.state.accessions import AccessionList, Exclusion, Run, RunStatus
 from backend.timeutil import utc_now
 from tests.conftest import cli_env
 from tests.loopback import free_port
@@ -127,7 +127,7 @@ def test_the_pages_scripts_run_under_the_csp_and_nothing_is_refused(browser, ser
     refused: list[str] = []
     page.on("console", lambda message: refused.append(message.text)
             if "Content Security Policy" in message.text else None)
-    from backend.store import database_of
+    from backend.state.store import database_of
 
     with database_of(site.settings).write() as con:  # two collections: the charts draw lines
         con.executemany("INSERT INTO fetch_events (taxon, at, runs, bytes) VALUES (562, ?, 1, 9)",
@@ -167,7 +167,7 @@ def test_the_dashboard_shows_the_progress_of_a_running_demo(browser, tmp_path):
     port = free_port()
     env = cli_env(tmp_path)
     demo = subprocess.Popen(
-        [sys.executable, "-c", "import sys; from backend.cli import main; "
+        [sys.executable, "-c", "import sys; from backend.cli.main import main; "
          f"sys.exit(main(['demo', '--port', '{port}', '--folder', {str(tmp_path / 'demo')!r}]))"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
@@ -208,8 +208,8 @@ def busy(site) -> None:
     """Three taxa fetched over six hours, 5,000 runs of 562, a parked taxon, a priced worker."""
     from datetime import timedelta
 
-    from backend.registry import Status, Taxon
-    from backend.store import database_of
+    from backend.state.registry import Status, Taxon
+    from backend.state.store import database_of
     from backend.timeutil import format_time
 
     with site.registry.transaction("test") as table:

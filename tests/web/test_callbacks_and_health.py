@@ -7,9 +7,9 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from backend.registry import Status
+from backend.state.registry import Status
+from backend.state.workers import Phase
 from backend.timeutil import utc_now
-from backend.workers import Phase
 
 from .conftest import TOKEN, WORKER, three_runs
 

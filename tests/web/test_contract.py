@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from backend.accessions import AccessionList, Exclusion, Run, RunStatus
+from backend.state.accessions import AccessionList, Exclusion, Run, RunStatus
 from backend.timeutil import utc_now
 
 from .conftest import ADMIN, serving

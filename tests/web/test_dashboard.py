@@ -7,11 +7,11 @@ from datetime import timedelta
 
 import pytest
 
-from backend.accessions import AccessionList, Exclusion, Run, RunStatus
-from backend.exports import export_taxon
-from backend.registry import Status
 from backend.settings import load_settings
-from backend.store import database_of
+from backend.state.accessions import AccessionList, Exclusion, Run, RunStatus
+from backend.state.exports import export_taxon
+from backend.state.registry import Status
+from backend.state.store import database_of
 from backend.timeutil import format_time, utc_now
 from web import create_app
 from web.runs_table import EXCLUSION_WORDS, Query, runs_page
@@ -83,7 +83,7 @@ def test_today_s_spend_counts_today_s_estimates_and_reaching_the_cap_needs_atten
     settings = load_settings({"MICROFETCH_CSV": str(tmp_path / "m.csv"),
                               "MICROFETCH_DATA_DIR": str(tmp_path / "data"),
                               "MICROFETCH_DO_DAILY_SPEND_CAP": "1.5"})
-    from backend.registry import Registry, Taxon
+    from backend.state.registry import Registry, Taxon
 
     registry = Registry.from_settings(settings)
     registry.ensure_ready()
@@ -127,7 +127,7 @@ def test_the_ena_health_section_lists_taxa_whose_last_check_failed(site):
 
 
 def test_an_ena_outage_is_shown_first_as_waited_out_without_server_paths(site):
-    from backend.circuit import ena_failed
+    from backend.state.circuit import ena_failed
 
     ena_failed(site.settings, f"503 from ENA; see {site.settings.data_dir}/x.log",
                utc_now() - timedelta(minutes=4))
@@ -274,7 +274,7 @@ def test_the_samplesheet_and_accession_list_are_served_without_server_paths(site
 
 def test_the_charts_data_is_cumulative_per_taxon_and_overall(site):
     with site.registry.transaction("test") as table:
-        from backend.registry import Taxon
+        from backend.state.registry import Taxon
 
         table[1280] = Taxon(1280, "Staphylococcus aureus")
     add_runs(site, 562, 3, status=RunStatus.FETCHED)
@@ -303,7 +303,7 @@ def test_times_read_relative_with_the_exact_time_on_hover(site):
 
 
 def test_with_many_taxa_the_overview_lists_the_most_urgent_and_links_to_all(site):
-    from backend.registry import Taxon
+    from backend.state.registry import Taxon
 
     with site.registry.transaction("test") as table:
         for taxon in range(1000, 1150):

@@ -17,8 +17,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from backend.statefile import atomic_write_text
-from backend.workers import WorkerRecord
+from backend.state.statefile import atomic_write_text
+from backend.state.workers import WorkerRecord
 
 
 class WorkerState(StrEnum):

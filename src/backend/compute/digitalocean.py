@@ -26,9 +26,9 @@ from typing import Any
 
 from loguru import logger
 
-from backend import costs, remote
-from backend.cloudinit import WORKERS_ROOT, generate_host_key, render_user_data
+from backend.compute import costs, remote
 from backend.compute.base import ComputeBackend, LiveWorker, SaveRecord, WorkerState
+from backend.compute.cloudinit import WORKERS_ROOT, generate_host_key, render_user_data
 from backend.compute.do_api import DoApi, DropletInfo, QuotaReached, UnclearAnswer
 from backend.compute.do_bootstrap import Bootstrap, pauses
 from backend.compute.do_tags import (
@@ -43,8 +43,8 @@ from backend.compute.do_tags import (
 from backend.errors import OperationError, UsageError
 from backend.logs import taxon_log
 from backend.settings import Settings
+from backend.state.workers import Phase, WorkerRecord, WorkerStore
 from backend.timeutil import utc_now
-from backend.workers import Phase, WorkerRecord, WorkerStore
 
 FINGERPRINT = re.compile(r"^([0-9a-fA-F]{2}:){15}[0-9a-fA-F]{2}$")
 SIZES_TTL_SECONDS = 3600.0

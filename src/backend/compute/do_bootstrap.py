@@ -1,7 +1,7 @@
 """Is a fresh droplet ready for its runner? Its user data finished and its tools answer.
 
 SSH answers long before cloud-init has installed the packages. The user data writes a marker
-file last (:func:`backend.cloudinit.bootstrap_marker`); home waits for it with a deadline,
+file last (:func:`backend.compute.cloudinit.bootstrap_marker`); home waits for it with a deadline,
 reading ``cloud-init status`` meanwhile (one that finished without the marker fails at once),
 then asks each tool the runner needs to answer. The runner starts only after both.
 """
@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import paramiko
 
-from backend import remote
-from backend.cloudinit import NEXTFLOW_REJECTED, UNIT_DROP_IN, bootstrap_marker
+from backend.compute import remote
+from backend.compute.cloudinit import NEXTFLOW_REJECTED, UNIT_DROP_IN, bootstrap_marker
 from backend.errors import OperationError
 
 #: How long one tool check on a fresh droplet may take (`nextflow -version` starts a JVM).

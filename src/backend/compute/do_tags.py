@@ -14,7 +14,7 @@ import secrets
 from pathlib import Path
 
 from backend.settings import Settings
-from backend.workers import WorkerRecord
+from backend.state.workers import WorkerRecord
 
 TAG = "microfetch"
 WORKER_TAG, INSTALL_TAG, KEY_TAG = "mf-worker-", "mf-install-", "mf-hostkey-"

@@ -26,10 +26,10 @@ from backend.compute.base import (
     runner_env,
     state_from_supervisor,
 )
+from backend.compute.transfer import rsync_pull_argv, run
 from backend.errors import OperationError
 from backend.settings import Settings
-from backend.transfer import rsync_pull_argv, run
-from backend.workers import NAME_PATTERN, Phase, WorkerRecord
+from backend.state.workers import NAME_PATTERN, Phase, WorkerRecord
 
 STOP_GRACE_SECONDS = 5.0
 

@@ -13,11 +13,11 @@ from pathlib import Path, PurePosixPath
 
 import paramiko
 
-from backend import remote
+from backend.compute import remote
 from backend.compute.base import ComputeBackend, LiveWorker, SaveRecord, WorkerState
 from backend.errors import OperationError, UsageError
 from backend.settings import Settings
-from backend.workers import Phase, WorkerRecord, WorkerStore
+from backend.state.workers import Phase, WorkerRecord, WorkerStore
 
 
 def read_pins(path: Path) -> paramiko.HostKeys:

@@ -1,0 +1,1 @@
+"""The `microfetch` command line."""

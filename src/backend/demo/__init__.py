@@ -1,0 +1,1 @@
+"""The demo and its stand-ins for ENA and DigitalOcean (also the tests' servers)."""

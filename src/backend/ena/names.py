@@ -1,0 +1,99 @@
+"""Scientific names looked up in the background, for taxa added through the web.
+
+Adding taxa through the API or the pages checks the ids' form at once and looks nothing up in
+the request (ENA can take tens of seconds). The heartbeat then asks ENA's taxonomy about rows
+without a name, a few per beat: a known id gets its name; an id ENA does not know is parked
+with the reason and what to do; an unreachable service is asked again later.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from backend.errors import OperationError
+from backend.state.add_taxa import Lookup, UnknownToEna
+from backend.state.registry import Registry
+from backend.state.store import database_of
+from backend.timeutil import format_time, parse_time
+
+ACTOR = "names"
+#: Rows looked up per heartbeat, and how long to wait after ENA did not answer.
+PER_BEAT = 20
+RETRY_AFTER = timedelta(minutes=10)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS name_lookups (
+    taxon INTEGER PRIMARY KEY,
+    state TEXT NOT NULL,          -- pending, found, unknown or unreachable
+    at TEXT NOT NULL,
+    detail TEXT NOT NULL DEFAULT ''
+)
+"""
+
+
+def request_lookups(settings: Any, taxon_ids: list[int], now: datetime) -> None:
+    """Ask the heartbeat to look these taxa up (added through the web, no name yet)."""
+    db = database_of(settings)
+    with db.write() as con:
+        con.execute(SCHEMA)
+        con.executemany("INSERT INTO name_lookups (taxon, state, at) VALUES (?, 'pending', ?) "
+                        "ON CONFLICT (taxon) DO UPDATE SET state = 'pending', at = excluded.at",
+                        [(taxon_id, format_time(now)) for taxon_id in taxon_ids])
+
+
+def pending(settings: Any, now: datetime) -> list[int]:
+    """Taxa waiting for a look-up, oldest request first."""
+    db = database_of(settings)
+    db.connection().execute(SCHEMA)
+    return [taxon for taxon, state, at in db.query(
+        "SELECT taxon, state, at FROM name_lookups WHERE state IN ('pending', 'unreachable') "
+        "ORDER BY at") if _due(state, parse_time(at), now)]
+
+
+def look_up_names(settings: Any, registry: Registry, lookup: Lookup, now: datetime,
+                  limit: int = PER_BEAT) -> str:
+    """Ask ENA about the taxa waiting for a name; returns what happened, in words."""
+    db = database_of(settings)
+    todo = pending(settings, now)[:limit]
+    counts = {"found": 0, "unknown": 0, "unreachable": 0}
+    for taxon_id in todo:
+        state, detail = _ask(registry, lookup, taxon_id)
+        counts[state] += 1
+        with db.write() as con:
+            con.execute("INSERT INTO name_lookups (taxon, state, at, detail) VALUES (?, ?, ?, ?)"
+                        " ON CONFLICT (taxon) DO UPDATE SET state = excluded.state, "
+                        "at = excluded.at, detail = excluded.detail",
+                        (taxon_id, state, format_time(now), detail))
+        if state == "unreachable":
+            break  # ENA is not answering: the rest waits for the next try
+    return ", ".join(f"{n} {state}" for state, n in counts.items() if n) or "nothing to look up"
+
+
+def _due(state: str, at: datetime | None, now: datetime) -> bool:
+    return state == "pending" or at is None or now - at >= RETRY_AFTER
+
+
+def _ask(registry: Registry, lookup: Lookup, taxon_id: int) -> tuple[str, str]:
+    try:
+        name = lookup(taxon_id)
+    except UnknownToEna as exc:
+        reason = (f"{exc}; check the id, then `microfetch remove-taxa {taxon_id}` (or "
+                  f"`microfetch attention clear {taxon_id}` to fetch it anyway)")
+        _update(registry, taxon_id, needs_attention=reason)
+        return "unknown", str(exc)
+    except OperationError as exc:
+        return "unreachable", str(exc)
+    _update(registry, taxon_id, scientific_name=name)
+    return "found", name
+
+
+def _update(registry: Registry, taxon_id: int, **changes: str) -> None:
+    with registry.transaction(ACTOR) as table:
+        row = table.get(taxon_id)
+        if row is None:
+            return  # removed meanwhile
+        for name, value in changes.items():
+            if name == "needs_attention" and row.needs_attention:
+                continue  # keep the reason a person or a stage gave first
+            setattr(row, name, value)

@@ -1,0 +1,384 @@
+"""A taxon's runs: one typed row per run, kept in the state database.
+
+``ENA_accession_numbers/<taxon_id>.csv`` keeps the seed's columns as an export for people and
+scripts (:meth:`AccessionList.export`); nothing reads it on a hot path. Runs change inside
+:meth:`AccessionList.edit`, one database transaction that writes back only what changed.
+"""
+
+from __future__ import annotations
+
+import csv
+import sqlite3
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from backend.errors import RegistryError
+from backend.state.statefile import atomic_write_via
+from backend.state.store import Database, database_of
+from backend.timeutil import format_time, parse_time
+
+
+class RunStatus(StrEnum):
+    PENDING = "pending"
+    ASSIGNED = "assigned"
+    FETCHED = "fetched"
+    FAILED = "failed"
+
+
+class Exclusion(StrEnum):
+    """The fixed code that starts every ``exclusion_reason``."""
+
+    PLATFORM = "platform"
+    STRATEGY = "strategy"
+    SOURCE = "source"
+    LAYOUT = "layout"
+    NO_FILES = "no_files"
+    NO_MD5 = "no_md5"
+    MIN_BASES = "min_bases"
+    BAD_ACCESSION = "bad_accession"
+    BAD_PATH = "bad_path"
+    HOST_NOT_ALLOWED = "host_not_allowed"
+    TOO_LARGE = "too_large"
+    DUPLICATE = "duplicate"
+    FAILED_ATTEMPTS = "failed_attempts"
+    WITHDRAWN = "withdrawn"
+
+    def reason(self, detail: str) -> str:
+        return f"{self.value}: {detail}"
+
+
+COLUMNS = (
+    "run_accession_number",
+    "excluded",
+    "droplet_ip",
+    "exclusion_reason",
+    "status",
+    "worker",
+    "fastq_files",
+    "fastq_bytes",
+    "fastq_md5",
+    "attempts",
+    "last_error",
+    "fetched_at",
+    "assembly_status",
+    "assembly_path",
+    "assembly_md5",
+    "contigs",
+    "total_length",
+    "n50",
+    "assembly_error",
+)
+#: The assembly columns, in the order above (empty for a run not assembled).
+ASSEMBLY_COLUMNS = COLUMNS[COLUMNS.index("assembly_status"):]
+
+
+@dataclass
+class Run:
+    """One row of an accession list."""
+
+    run_accession_number: str
+    excluded: bool = False
+    droplet_ip: str = ""
+    exclusion_reason: str = ""
+    status: RunStatus = RunStatus.PENDING
+    worker: str = ""
+    fastq_files: tuple[str, ...] = ()
+    fastq_bytes: tuple[int, ...] = ()
+    fastq_md5: tuple[str, ...] = ()
+    attempts: int = 0
+    last_error: str = ""
+    fetched_at: datetime | None = None
+    assembly_status: str = ""           # "", "assembled" or "failed"
+    assembly_path: str = ""             # under genomes/<taxon>/, e.g. ERR1/ERR1.contigs.fa.gz
+    assembly_md5: str = ""
+    contigs: int | None = None
+    total_length: int | None = None
+    n50: int | None = None
+    assembly_error: str = ""
+    given_up_at: datetime | None = None  # when it was excluded for failed attempts
+    rounds: int = 0                     # times it was given another round after that
+
+    @property
+    def accession(self) -> str:
+        return self.run_accession_number
+
+    @property
+    def exclusion_code(self) -> str:
+        return self.exclusion_reason.split(":", 1)[0].strip() if self.excluded else ""
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(self.fastq_bytes)
+
+    @property
+    def wanted(self) -> bool:
+        return not self.excluded
+
+    def exclude(self, code: Exclusion, detail: str) -> None:
+        self.excluded = True
+        self.exclusion_reason = code.reason(detail)
+
+    def include(self) -> None:
+        self.excluded = False
+        self.exclusion_reason = ""
+
+    @property
+    def category(self) -> str:
+        """What pages count it as: a status, or why it is left out."""
+        if not self.excluded:
+            return self.status.value
+        code = self.exclusion_code
+        if code == Exclusion.FAILED_ATTEMPTS.value:
+            return "failed"
+        return "withdrawn" if code == Exclusion.WITHDRAWN.value else "excluded"
+
+    def to_sql(self, taxon_id: int) -> tuple[Any, ...]:
+        """The values of :data:`SQL_COLUMNS`."""
+        return (
+            taxon_id, self.run_accession_number, int(self.excluded), self.droplet_ip,
+            self.exclusion_reason, self.status.value, self.worker, ";".join(self.fastq_files),
+            ";".join(str(size) for size in self.fastq_bytes), ";".join(self.fastq_md5),
+            self.total_bytes, self.attempts, self.last_error, format_time(self.fetched_at),
+            self.category, self.assembly_status, self.assembly_path, self.assembly_md5,
+            self.contigs, self.total_length, self.n50, self.assembly_error,
+            format_time(self.given_up_at), self.rounds,
+        )
+
+    @classmethod
+    def from_sql(cls, row: sqlite3.Row | tuple[Any, ...]) -> Run:
+        """A run from a ``SELECT`` of :data:`SQL_COLUMNS`."""
+        values = dict(zip(SQL_COLUMNS, tuple(row), strict=True))
+        return cls(
+            run_accession_number=values["accession"], excluded=bool(values["is_excluded"]),
+            droplet_ip=values["droplet_ip"], exclusion_reason=values["exclusion_reason"],
+            status=RunStatus(values["status"]), worker=values["worker"],
+            fastq_files=_split(values["fastq_files"]),
+            fastq_bytes=tuple(int(x) for x in _split(values["fastq_bytes"])),
+            fastq_md5=_split(values["fastq_md5"]), attempts=values["attempts"],
+            last_error=values["last_error"], fetched_at=parse_time(values["fetched_at"]),
+            **{name: values[name] for name in ASSEMBLY_COLUMNS},
+            given_up_at=parse_time(values["given_up_at"]), rounds=values["rounds"],
+        )
+
+    def to_text(self) -> list[str]:
+        return [
+            self.run_accession_number,
+            str(self.excluded),
+            self.droplet_ip,
+            self.exclusion_reason,
+            self.status.value,
+            self.worker,
+            ";".join(self.fastq_files),
+            ";".join(str(size) for size in self.fastq_bytes),
+            ";".join(self.fastq_md5),
+            str(self.attempts),
+            self.last_error,
+            format_time(self.fetched_at),
+            *("" if getattr(self, name) is None else str(getattr(self, name))
+              for name in ASSEMBLY_COLUMNS),
+        ]
+
+    @classmethod
+    def from_text(cls, values: dict[str, str]) -> Run:
+        def split(name: str) -> tuple[str, ...]:
+            return tuple(part for part in values.get(name, "").split(";") if part)
+
+        excluded = values.get("excluded", "").strip().lower()
+        if excluded not in {"", "true", "false"}:
+            raise ValueError(f"column excluded has {values['excluded']!r}: expected True or False")
+        try:
+            status = RunStatus(values.get("status", "").strip() or "pending")
+        except ValueError:
+            raise ValueError(f"column status has {values.get('status')!r}") from None
+        try:
+            sizes = tuple(int(size) for size in split("fastq_bytes"))
+            attempts = int(values.get("attempts", "").strip() or 0)
+            fetched_at = parse_time(values.get("fetched_at", ""))
+        except ValueError as exc:
+            raise ValueError(f"bad number or time: {exc}") from None
+        return cls(
+            run_accession_number=values.get("run_accession_number", "").strip(),
+            excluded=excluded == "true",
+            droplet_ip=values.get("droplet_ip", "").strip(),
+            exclusion_reason=values.get("exclusion_reason", ""),
+            status=status,
+            worker=values.get("worker", "").strip(),
+            fastq_files=split("fastq_files"),
+            fastq_bytes=sizes,
+            fastq_md5=split("fastq_md5"),
+            attempts=attempts,
+            last_error=values.get("last_error", ""),
+            fetched_at=fetched_at,
+            **_assembly_from_text(values),
+        )
+
+
+
+def _assembly_from_text(values: dict[str, str]) -> dict[str, Any]:
+    """The assembly columns of a CSV row (absent in lists written before assembly existed)."""
+    numbers = ("contigs", "total_length", "n50")
+    found = {name: (values.get(name) or "").strip() for name in ASSEMBLY_COLUMNS}
+    try:
+        return {name: (int(text) if text else None) if name in numbers else text
+                for name, text in found.items()}
+    except ValueError as exc:
+        raise ValueError(f"bad assembly number: {exc}") from None
+
+
+def _split(text: str) -> tuple[str, ...]:
+    return tuple(part for part in text.split(";") if part)
+
+
+SQL_COLUMNS = (
+    "taxon", "accession", "is_excluded", "droplet_ip", "exclusion_reason", "status", "worker",
+    "fastq_files", "fastq_bytes", "fastq_md5", "total_bytes", "attempts", "last_error",
+    "fetched_at", "category", *ASSEMBLY_COLUMNS, "given_up_at", "rounds",
+)
+_SELECT = f"SELECT {', '.join(SQL_COLUMNS)} FROM runs"
+_UPSERT = (
+    f"INSERT INTO runs ({', '.join(SQL_COLUMNS)}) VALUES ({', '.join('?' * len(SQL_COLUMNS))}) "
+    "ON CONFLICT (taxon, accession) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in SQL_COLUMNS[2:])
+)
+#: SQLite's limit on host parameters is 32766; stay well below it.
+BATCH = 500
+CATEGORIES = ("pending", "assigned", "fetched", "failed", "excluded", "withdrawn")
+
+
+def export_path(data_dir: Path, taxon_id: int) -> Path:
+    return Path(data_dir) / "ENA_accession_numbers" / f"{taxon_id}.csv"
+
+
+class AccessionList:
+    """The runs of one taxon."""
+
+    def __init__(self, db: Database, taxon_id: int) -> None:
+        self.db = db
+        self.taxon_id = taxon_id
+        self.path = export_path(db.data_dir, taxon_id)
+
+    @classmethod
+    def of(cls, settings: Any, taxon_id: int) -> AccessionList:
+        return cls(database_of(settings), taxon_id)
+
+    # Reading -------------------------------------------------------------------------------
+
+    def exists(self) -> bool:
+        return bool(self.db.query("SELECT 1 FROM runs WHERE taxon = ? LIMIT 1",
+                                  (self.taxon_id,)))
+
+    def load(self) -> dict[str, Run]:
+        """Every run by accession, in the order they were first seen (small taxa, tests)."""
+        return {run.accession: run for run in self.runs()}
+
+    def runs(self, batch: int = 5000, category: str | None = None) -> Iterator[Run]:
+        """Runs (of one category) one at a time, in order, without holding the whole list."""
+        last = 0
+        where = "taxon = ? AND seq > ?" + (" AND category = ?" if category else "")
+        extra = (category,) if category else ()
+        while True:
+            rows = self.db.query(f"SELECT seq, {', '.join(SQL_COLUMNS)} FROM runs WHERE "
+                                 f"{where} ORDER BY seq LIMIT ?",
+                                 (self.taxon_id, last, *extra, batch))
+            for row in rows:
+                yield Run.from_sql(tuple(row)[1:])
+            if len(rows) < batch:
+                return
+            last = rows[-1][0]
+
+    def get(self, accessions: Iterable[str]) -> dict[str, Run]:
+        """The named runs that exist, by accession."""
+        return _select(self.db.connection(), self.taxon_id, list(accessions))
+
+    def pending(self, limit: int) -> list[Run]:
+        """Wanted runs waiting for a worker, oldest first (uses ``runs_by_category``)."""
+        rows = self.db.query(f"{_SELECT} WHERE taxon = ? AND category = 'pending' "
+                             "ORDER BY seq LIMIT ?", (self.taxon_id, limit))
+        return [Run.from_sql(row) for row in rows]
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """Runs and bytes per category (kept current by triggers, no scan)."""
+        return counts_by_taxon(self.db, self.taxon_id).get(self.taxon_id, empty_counts())
+
+    def last_error(self) -> str:
+        rows = self.db.query("SELECT last_error FROM runs WHERE taxon = ? AND last_error != '' "
+                             "ORDER BY seq DESC LIMIT 1", (self.taxon_id,))
+        return rows[0][0] if rows else ""
+
+    # Writing -------------------------------------------------------------------------------
+
+    @contextmanager
+    def edit(self, accessions: Iterable[str] | None = None) -> Iterator[dict[str, Run]]:
+        """One transaction: read the named runs (all when None), let the caller change or add
+        runs in the dict, then write back what changed."""
+        with self.db.write() as con:
+            runs = (_select(con, self.taxon_id, list(accessions)) if accessions is not None
+                    else {run.accession: run for run in self.runs()})
+            before = {key: run.to_sql(self.taxon_id) for key, run in runs.items()}
+            yield runs
+            changed = [row for key, run in runs.items()
+                       if before.get(key) != (row := run.to_sql(self.taxon_id))]
+            con.executemany(_UPSERT, changed)
+
+    def save(self, runs: Iterable[Run]) -> None:
+        """Insert or replace runs (the caller decided their whole state)."""
+        with self.db.write() as con:
+            con.executemany(_UPSERT, (run.to_sql(self.taxon_id) for run in runs))
+
+    def export(self) -> Path:
+        """Write ``ENA_accession_numbers/<taxon>.csv`` atomically, row by row."""
+
+        def write(handle: Any) -> None:
+            writer = csv.writer(handle, lineterminator="\n")
+            writer.writerow(COLUMNS)
+            for run in self.runs():
+                writer.writerow(run.to_text())
+
+        atomic_write_via(self.path, write)
+        return self.path
+
+
+def _select(con: sqlite3.Connection, taxon_id: int, accessions: list[str]) -> dict[str, Run]:
+    found: dict[str, Run] = {}
+    for start in range(0, len(accessions), BATCH):
+        part = accessions[start:start + BATCH]
+        marks = ", ".join("?" * len(part))
+        # No ORDER BY: it would tempt the planner into walking the taxon's runs in order
+        # instead of looking these up by accession; the caller's order is restored below.
+        for row in con.execute(f"{_SELECT} WHERE taxon = ? AND accession IN ({marks})",
+                               (taxon_id, *part)):
+            run = Run.from_sql(row)
+            found[run.accession] = run
+    return {a: found[a] for a in accessions if a in found}
+
+
+def empty_counts() -> dict[str, dict[str, int]]:
+    return {category: {"runs": 0, "bytes": 0} for category in CATEGORIES}
+
+
+def counts_by_taxon(db: Database, taxon_id: int | None = None) -> dict[int, dict[str, dict]]:
+    """Runs and bytes per category for one taxon or all, from ``run_counts``."""
+    where, params = ("WHERE taxon = ?", (taxon_id,)) if taxon_id is not None else ("", ())
+    result: dict[int, dict[str, dict[str, int]]] = {}
+    for taxon, category, runs, size in db.query(
+            f"SELECT taxon, category, runs, bytes FROM run_counts {where}", params):
+        result.setdefault(taxon, empty_counts())[category] = {"runs": runs, "bytes": size}
+    return result
+
+
+def read_csv_runs(path: Path) -> Iterator[Run]:
+    """Runs from an accession-list CSV (an export, or a list from before the database)."""
+    with open(path, newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        for values in reader:
+            if None in values or None in values.values():
+                raise RegistryError(path, reader.line_num, "wrong number of fields")
+            try:
+                yield Run.from_text(values)
+            except ValueError as exc:
+                raise RegistryError(path, reader.line_num, str(exc)) from None
