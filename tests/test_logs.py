@@ -157,7 +157,7 @@ def test_a_job_failing_for_an_expected_cause_logs_one_line_and_a_surprise_its_tr
         tmp_path):
     from backend.errors import OperationError
     from backend.jobs.daemon import guarded
-    from backend.jobs.metrics import DaemonStatus
+    from backend.state.metrics import DaemonStatus
 
     setup_logging(tmp_path)
 

@@ -6,8 +6,8 @@ from collections.abc import Callable
 
 from flask import Flask
 
-from backend.jobs.metrics import DaemonStatus
 from backend.settings import Settings, load_settings
+from backend.state.metrics import DaemonStatus
 from web.auth import session_secret
 from web.security import secure
 

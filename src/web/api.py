@@ -15,11 +15,11 @@ from flask import Blueprint, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
 from pydantic import BaseModel, ValidationError
 
-from backend.ena.names import request_lookups
 from backend.errors import UnknownTaxonError
 from backend.settings import Settings
 from backend.state.add_taxa import Outcome, add_taxa, summary
 from backend.state.admin import Admin, Interface, actor
+from backend.state.names import request_lookups
 from backend.state.registry import MAX_TAXON_ID, Registry
 from backend.state.store import database_of
 from backend.state.workers import WorkerStore

@@ -14,7 +14,7 @@ from flask import Blueprint, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
 from pydantic import ValidationError
 
-from backend.jobs.metrics import CALLBACK_REJECTIONS
+from backend.state.metrics import CALLBACK_REJECTIONS
 from backend.state.registry import Registry, Status
 from backend.state.workers import NAME_PATTERN, Phase, WorkerStore, token_hash
 from web.schemas import WorkerDone

@@ -8,8 +8,8 @@ from loguru import logger
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from backend.errors import MicrofetchError
-from backend.jobs.metrics import COUNTERS, StateCollector
 from backend.state.circuit import CircuitCollector, health_fields
+from backend.state.metrics import COUNTERS, StateCollector
 from backend.state.registry import Registry
 from backend.timeutil import format_time, utc_now
 

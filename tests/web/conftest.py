@@ -13,9 +13,9 @@ from flask import Flask
 from flask.testing import FlaskClient
 from waitress.server import create_server
 
-from backend.jobs.metrics import DaemonStatus
 from backend.settings import Settings, load_settings
 from backend.state.accessions import AccessionList, Exclusion, Run, RunStatus
+from backend.state.metrics import DaemonStatus
 from backend.state.registry import Registry, Stage, Status, Taxon
 from backend.state.workers import Phase, WorkerRecord, WorkerStore, token_hash
 from backend.timeutil import utc_now

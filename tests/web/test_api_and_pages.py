@@ -5,10 +5,10 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 
-from backend.ena.names import look_up_names
 from backend.errors import OperationError
 from backend.state.accessions import AccessionList, Exclusion, Run, RunStatus
 from backend.state.add_taxa import UnknownToEna
+from backend.state.names import look_up_names
 from backend.timeutil import utc_now
 from web import create_app
 from web.openapi import document

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
-from backend.ena.names import look_up_names
 from backend.state.accessions import AccessionList, Exclusion, Run, RunStatus
+from backend.state.names import look_up_names
 from backend.timeutil import utc_now
 from tests.conftest import cli_env
 from tests.loopback import free_port

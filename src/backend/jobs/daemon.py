@@ -19,9 +19,9 @@ from loguru import logger
 
 from backend.errors import OperationError
 from backend.jobs.heartbeat import Jobs
-from backend.jobs.metrics import DaemonStatus, record_job
 from backend.preflight import preflight
 from backend.settings import Settings
+from backend.state.metrics import DaemonStatus, record_job
 from backend.timeutil import utc_now
 
 

@@ -115,7 +115,7 @@ class Jobs:
     def _look_up_names(self, now: datetime) -> None:
         """Names of taxa added through the web (looked up here, not in the request)."""
         from backend.ena.client import taxonomy_lookup
-        from backend.ena.names import look_up_names, pending
+        from backend.state.names import look_up_names, pending
 
         if pending(self.settings, now):
             outcome = look_up_names(self.settings, self.registry,
