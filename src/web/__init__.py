@@ -22,6 +22,8 @@ def create_app(settings: Settings | None = None, *, daemon: DaemonStatus | None 
                       SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Strict")
     app.config["MICROFETCH_DAEMON"] = daemon or DaemonStatus()
     app.config["MICROFETCH_ON_CALLBACK"] = on_callback or (lambda name: None)
+    # Only a daemon can collect: the web asks its collector job to run, never runs rsync itself.
+    app.config["MICROFETCH_CAN_COLLECT"] = on_callback is not None
     secure(app, behind_proxy=settings.behind_proxy)
 
     from web import api, callbacks, display, health, pages

@@ -185,6 +185,19 @@ def retry(taxon: str) -> ResponseReturnValue:
     return _admin_change(path_id(taxon), change)
 
 
+@bp.post("/collect")
+@api_admin
+def collect_now() -> ResponseReturnValue:
+    """Ask the daemon's collector job to run now; the request thread never runs rsync."""
+    if not current_app.config["MICROFETCH_CAN_COLLECT"]:
+        return jsonify(schemas.Error(
+            error="no daemon runs in this web app, so nothing can collect: run `microfetch "
+                  "collect` on the server, or serve the app with `microfetch serve`")
+                       .model_dump()), 503
+    current_app.config["MICROFETCH_ON_CALLBACK"]("")
+    return jsonify(schemas.CollectRequested(queued=True).model_dump()), 202
+
+
 def hide_paths(answer: dict[str, Any], paths: list[tuple[str, str]]) -> None:
     """The overview's free-text errors without server paths (for anonymous eyes)."""
     for item in [*answer["workers"], *answer["ena"]["services"].values()]:

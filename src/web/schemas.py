@@ -297,6 +297,10 @@ class Retried(ResponseBody):
     pending_again: int = Field(ge=0)
 
 
+class CollectRequested(ResponseBody):
+    queued: bool
+
+
 class Health(ResponseBody):
     status: Literal["ok", "unhealthy"]
     problems: list[str]

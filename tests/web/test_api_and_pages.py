@@ -113,6 +113,21 @@ def test_retry_through_the_api_brings_failed_runs_back(site):
     assert response.get_json()["pending_again"] == 1
 
 
+def test_collect_now_asks_the_daemons_collector_and_needs_the_admin_token(site):
+    assert site.client.post("/api/collect").status_code == 401
+    assert site.woken == []
+    response = site.client.post("/api/collect", headers=admin(site))
+    assert (response.status_code, response.get_json()) == (202, {"queued": True})
+    assert site.woken == [""]
+
+
+def test_collect_now_without_a_daemon_says_what_to_run_instead(site):
+    client = create_app(site.settings).test_client()
+    response = client.post("/api/collect", headers=admin(site))
+    assert response.status_code == 503
+    assert "microfetch collect" in response.get_json()["error"]
+
+
 def test_without_an_admin_token_configured_admin_actions_are_disabled(site, tmp_path):
     settings = site.settings.with_overrides(admin_token="")
     client = create_app(settings).test_client()
@@ -182,6 +197,6 @@ def test_the_openapi_document_describes_every_route_and_no_other(site):
     documented = {path: set(ops) for path, ops in served["paths"].items()}
     assert routes == documented
     ids = [op["operationId"] for ops in served["paths"].values() for op in ops.values()]
-    assert len(ids) == len(set(ids)) == 23
+    assert len(ids) == len(set(ids)) == 24
     taxon = served["paths"]["/api/taxa/{taxon}"]["get"]["parameters"][0]["schema"]
     assert taxon["type"] == "integer" and taxon["minimum"] == 1

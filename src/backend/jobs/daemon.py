@@ -78,7 +78,8 @@ class Service:
             )
 
     def wake_collector(self, worker: str = "") -> None:
-        """A callback arrived: collect now instead of at the next interval."""
+        """A callback arrived, or an admin asked (`POST /api/collect`): collect now instead of
+        at the next interval."""
         job = self.scheduler.get_job("collector")
         if job is not None and not self.jobs.stop.is_set():
             job.modify(next_run_time=datetime.now(UTC))
