@@ -2,9 +2,9 @@
 
 The library sets no timeout (unless an environment variable says so) and retries nothing; a
 429 and a 5xx both become a bare ``DataReadError``. A mixin wraps the library's single request
-method, so every call (POST included) gets our timeout and bounded retries on 429 and 5xx that
-honour ``ratelimit-reset`` and ``Retry-After`` (a malformed value becomes a bounded default),
-and waits out an exhausted ``ratelimit-remaining`` before the next request. Other errors
+method, so every call (POST included) gets our timeout and the retries of :mod:`backend.retry`
+(bounded, on 429 and 5xx, honouring ``ratelimit-reset`` and ``Retry-After`` within bounds), and
+waits out an exhausted ``ratelimit-remaining`` before the next request. Other errors
 surface with the API's message and what to do; two are told apart because the caller acts on
 them: an unclear answer to a create (:class:`UnclearAnswer`) and the account's droplet limit
 (:class:`QuotaReached`).
@@ -31,13 +31,15 @@ from digitalocean.baseapi import (
     NotFoundError,
 )
 
+from backend import retry
 from backend.errors import OperationError
+from backend.retry import TRANSIENT_HTTP_ERRORS, GaveUp, RetryPolicy, describe, http_policy
 from backend.timeutil import parse_time
 
-RETRY_STATUSES = {429, 500, 502, 503, 504}
+RETRY_STATUSES = retry.RETRY_STATUSES
 DEFAULT_API_URL = "https://api.digitalocean.com/v2"
 #: The longest wait a retry header may ask for; anything longer or unreadable is capped here.
-MAX_RETRY_AFTER = 120.0
+MAX_RETRY_AFTER = retry.MAX_WAIT
 #: DigitalOcean's words when a create would pass the account's droplet limit.
 LIMIT_MESSAGE = "droplet limit"
 
@@ -51,7 +53,10 @@ class QuotaReached(OperationError):
 
 
 @dataclass
-class RetryPolicy:
+class Pacer:
+    """Every request of one :class:`DoApi`: our timeout, the retry policy of
+    :mod:`backend.retry`, and the account's rate-limit window shared by every request."""
+
     timeout: float
     retries: int = 5
     backoff: float = 1.0
@@ -60,6 +65,10 @@ class RetryPolicy:
     #: When the API said no request is left until its reset (epoch seconds), else 0.
     paused_until: float = 0.0
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def policy(self) -> RetryPolicy:
+        return http_policy(self.retries, base=self.backoff)
 
     def perform(self, request: Callable[[], requests.Response],
                 repeatable: bool = True) -> requests.Response:
@@ -71,56 +80,37 @@ class RetryPolicy:
         repeats a POST; anything else raises :class:`UnclearAnswer` at once, and the caller
         looks for the droplet by its worker tag before it creates again.
         """
-        last = ""
-        for attempt in range(self.retries + 1):
+        policy = self.policy
+
+        def send() -> requests.Response:
             self._wait_for_window()
             try:
                 response = request()
-            except (requests.ConnectionError, requests.Timeout) as exc:
-                last, wait = f"{type(exc).__name__}: {exc}", None
+            except TRANSIENT_HTTP_ERRORS as exc:
                 if not repeatable and not isinstance(exc, requests.ConnectTimeout):
-                    raise _unsure(last) from None
-            else:
-                if response.status_code not in RETRY_STATUSES:
-                    self._note_window(response)
-                    return response
-                last, wait = f"HTTP {response.status_code}", self.retry_after(response)
-                if not repeatable and response.status_code != 429:
-                    raise _unsure(last)
-            if attempt < self.retries:
-                self.sleep(wait if wait is not None else self._backoff(attempt))
-        raise OperationError(f"DigitalOcean's API did not answer after {self.retries + 1} tries "
-                             f"({last}); check status.digitalocean.com, microfetch tries again")
+                    raise _unsure(describe(exc)) from None
+                raise
+            if (not repeatable and response.status_code in policy.statuses
+                    and response.status_code != 429):
+                raise _unsure(f"HTTP {response.status_code}")
+            policy.check(response, now=self.clock())
+            self._note_window(response)
+            return response
 
-    def retry_after(self, response: requests.Response) -> float | None:
-        """Seconds to wait before the next try, from ``ratelimit-reset`` (an epoch time) or
-        ``Retry-After`` (seconds); None when neither is sent. Never negative, never more than
-        MAX_RETRY_AFTER; a malformed value counts as MAX_RETRY_AFTER / 4, a bounded guess."""
-        reset, after = response.headers.get("ratelimit-reset"), \
-            response.headers.get("Retry-After")
-        if response.status_code == 429 and reset is not None:
-            return self._bounded(reset, lambda value: value - self.clock())
-        if after is not None:
-            return self._bounded(after, lambda value: value)
-        return None
-
-    @staticmethod
-    def _bounded(text: str, seconds: Callable[[float], float]) -> float:
         try:
-            value = seconds(float(text))
-        except ValueError:
-            return MAX_RETRY_AFTER / 4
-        if value != value:  # NaN
-            return MAX_RETRY_AFTER / 4
-        return min(max(value, 0.0), MAX_RETRY_AFTER)
+            return policy.call(send, sleep=self.sleep)
+        except GaveUp as exc:
+            raise OperationError(f"DigitalOcean's API did not answer after {exc.tries} tries "
+                                 f"({exc.last}); check status.digitalocean.com, microfetch "
+                                 "tries again") from None
 
     def _note_window(self, response: requests.Response) -> None:
         """An answer saying no request is left: hold every request until the window resets."""
         remaining = response.headers.get("ratelimit-remaining", "")
         if remaining.strip() not in ("0", "-0"):
             return
-        wait = self._bounded(response.headers.get("ratelimit-reset", ""),
-                             lambda value: value - self.clock())
+        wait = self.policy.bounded(retry.reset_seconds(response.headers.get("ratelimit-reset", ""),
+                                                 self.clock()))
         with self.lock:
             self.paused_until = max(self.paused_until, self.clock() + wait)
 
@@ -129,9 +119,6 @@ class RetryPolicy:
             wait = min(self.paused_until - self.clock(), MAX_RETRY_AFTER)
         if wait > 0:
             self.sleep(wait)
-
-    def _backoff(self, attempt: int) -> float:
-        return min(self.backoff * 2 ** attempt, MAX_RETRY_AFTER)
 
 
 def _unsure(last: str) -> UnclearAnswer:
@@ -142,7 +129,7 @@ def _unsure(last: str) -> UnclearAnswer:
 class _Retrying:
     """Mixed into the library's classes: our timeout and retries around every request."""
 
-    policy: RetryPolicy
+    policy: Pacer
 
     def get_timeout(self) -> float:
         return self.policy.timeout
@@ -206,7 +193,7 @@ class DoApi:
     def __init__(self, token: str, timeout: float, sleep: Callable[[float], None] = time.sleep,
                  retries: int = 5, base_url: str = DEFAULT_API_URL) -> None:
         self.token = token
-        self.policy = RetryPolicy(timeout, retries, sleep=sleep)
+        self.policy = Pacer(timeout, retries, sleep=sleep)
         # The library joins relative paths ("droplets/") onto the end point: it must end in /.
         self.end_point = base_url.rstrip("/") + "/"
 

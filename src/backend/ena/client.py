@@ -1,5 +1,6 @@
 """The one wrapper for HTTP to ENA: a session with timeouts, a User-Agent, a rate limit,
-bounded retries honouring Retry-After, and errors turned into :class:`EnaError`.
+bounded retries honouring Retry-After (the policy of :mod:`backend.retry`), and errors turned
+into :class:`EnaError`.
 """
 
 from __future__ import annotations
@@ -13,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import requests
-import urllib3
 
-from backend import __version__
+from backend import __version__, retry
 from backend.errors import OperationError
+from backend.retry import GaveUp, http_policy
 from backend.settings import Settings
 from backend.state.add_taxa import UnknownToEna
 
@@ -27,8 +28,8 @@ FIELDS = (
     "fastq_ftp", "fastq_bytes", "fastq_md5", "first_public", "last_updated",
 )
 USER_AGENT = f"microfetch/{__version__} (+https://github.com/microfetch/microfetch)"
-RETRY_STATUSES = {429, 500, 502, 503, 504}
-MAX_RETRY_AFTER = 120.0
+RETRY_STATUSES = retry.RETRY_STATUSES
+MAX_RETRY_AFTER = retry.MAX_WAIT
 #: Bytes asked for per read of an answer.
 CHUNK = 1 << 20
 #: A header line longer than this is not ENA's.
@@ -72,38 +73,25 @@ class EnaClient:
         self.session.headers["User-Agent"] = USER_AGENT
         self.sleep, self.backoff = sleep, backoff
         self.limit = RateLimit(settings.ena_max_rps, sleep=sleep)
+        # No jitter: the rate limit already spaces every thread's requests.
+        self.policy = http_policy(settings.ena_retries, base=backoff)
 
     def _call(self, method: str, url: str, taxon: int | None, **kwargs: Any) -> requests.Response:
         """One request with bounded retries; the caller closes a streamed response."""
         timeout = self.settings.ena_timeout
-        last = ""
-        for attempt in range(self.settings.ena_retries + 1):
-            self.limit.wait()
-            try:
-                response = self.session.request(method, url, timeout=(timeout, timeout), **kwargs)
-            except (requests.ConnectionError, requests.Timeout) as exc:
-                last = f"{type(exc).__name__}: {exc}"
-                self._pause(attempt, None)
-                continue
-            if response.status_code not in RETRY_STATUSES:
-                return response
-            last = f"HTTP {response.status_code}"
-            retry_after = response.headers.get("Retry-After")
-            response.close()
-            self._pause(attempt, retry_after)
-        raise EnaError(
-            f"ENA did not answer {url} after {self.settings.ena_retries + 1} tries ({last}); "
-            "it is tried again at the taxon's next turn", taxon=taxon, url=url,
-        )
 
-    def _pause(self, attempt: int, retry_after: str | None) -> None:
-        if attempt >= self.settings.ena_retries:
-            return
+        def send() -> requests.Response:
+            self.limit.wait()
+            return self.policy.check(self.session.request(
+                method, url, timeout=(timeout, timeout), **kwargs))
+
         try:
-            delay = min(float(retry_after), MAX_RETRY_AFTER) if retry_after else None
-        except ValueError:
-            delay = None
-        self.sleep(delay if delay is not None else self.backoff * 2 ** attempt)
+            return self.policy.call(send, sleep=self.sleep, clock=self.clock)
+        except GaveUp as exc:
+            raise EnaError(
+                f"ENA did not answer {url} after {exc.tries} tries ({exc.last}); "
+                "it is tried again at the taxon's next turn", taxon=taxon, url=url,
+            ) from None
 
     def _refuse(self, response: requests.Response, taxon: int | None) -> None:
         """Turn a 4xx into a permanent error that quotes ENA's own reason."""
@@ -138,23 +126,23 @@ class EnaClient:
                 "format": "tsv", "limit": "0"}
         budget = self.settings.ena_timeout + (expected or 0) / self.settings.ena_min_rows_per_second
         show = sys.stdout.isatty() if progress is None else progress
-        for attempt in range(self.settings.ena_retries + 1):
+
+        def receive() -> int:
             response = self._call("POST", url, taxon, data=data, stream=True)
             try:
                 self._refuse(response, taxon)
                 answer = Answer(fields, query, taxon, response.url)
                 return answer.save(response, dest, self.clock() + budget, self.clock,
                                    Progress(show, expected))
-            except (requests.ConnectionError, requests.Timeout,
-                    requests.exceptions.ChunkedEncodingError, urllib3.exceptions.HTTPError) as exc:
-                if attempt == self.settings.ena_retries:
-                    raise EnaError(f"ENA's answer to {query!r} broke off ({exc}); it is "
-                                   "tried again at the taxon's next turn", taxon=taxon,
-                                   url=url) from None
-                self._pause(attempt, None)
             finally:
                 response.close()
-        raise AssertionError("unreachable")
+
+        try:
+            return self.policy.call(receive, sleep=self.sleep, clock=self.clock)
+        except GaveUp as exc:
+            raise EnaError(f"ENA's answer to {query!r} broke off ({exc.__cause__}); it is "
+                           "tried again at the taxon's next turn", taxon=taxon,
+                           url=url) from None
 
     def taxonomy_name(self, taxon_id: int) -> str:
         """The scientific name of a taxon; UnknownToEna for an id ENA does not know."""
