@@ -14,7 +14,6 @@ import hashlib
 import json
 import re
 import shlex
-import socket
 import stat
 import time
 from collections.abc import Callable
@@ -25,6 +24,7 @@ import paramiko
 
 from backend.compute.base import WorkerState, state_from_supervisor
 from backend.errors import OperationError
+from backend.retry import GaveUp, ssh_policy
 from backend.state.statefile import atomic_write_text
 from backend.state.workers import NAME_PATTERN
 
@@ -70,16 +70,13 @@ def fingerprint(key: paramiko.PKey) -> str:
     return "SHA256:" + base64.b64encode(hashlib.sha256(key.asbytes()).digest()).decode().rstrip("=")
 
 
-RETRYABLE = (paramiko.ssh_exception.NoValidConnectionsError, socket.timeout, OSError,
-             paramiko.AuthenticationException, paramiko.SSHException, EOFError)
-
-
 def connect(target: SshTarget, connect_timeout: float, boot_seconds: float,
             sleep: Callable[[float], None] = time.sleep) -> paramiko.SSHClient:
-    """Connect with the pinned key, retrying while the host boots; OperationError after."""
-    deadline = time.monotonic() + boot_seconds
-    delay, last = 0.5, ""
-    while True:
+    """Connect with the pinned key, retrying while the host boots (the SSH policy of
+    :mod:`backend.retry`: refused, reset, timed out, no banner yet) for at most
+    ``boot_seconds``; OperationError after, or at once for a refused key or host key."""
+
+    def attempt() -> paramiko.SSHClient:
         client = paramiko.SSHClient()
         client.set_missing_host_key_policy(paramiko.RejectPolicy())
         key = pinned_key(target.host_key)
@@ -89,31 +86,38 @@ def connect(target: SshTarget, connect_timeout: float, boot_seconds: float,
                            key_filename=str(target.key_path), timeout=connect_timeout,
                            banner_timeout=connect_timeout, auth_timeout=connect_timeout,
                            allow_agent=False, look_for_keys=False)
-            return client
-        except paramiko.BadHostKeyException as exc:
+        except BaseException:
             client.close()
+            raise
+        return client
+
+    where = f"{target.user}@{target.known_hosts_name}"
+    try:
+        return ssh_policy(boot_seconds).call(attempt, sleep=sleep)
+    except GaveUp as exc:
+        raise OperationError(
+            f"cannot reach {where} over SSH within {boot_seconds:.0f} s ({exc.last}); check "
+            "that the host is up and the key is authorised") from None
+    except paramiko.BadHostKeyException as exc:
+        raise OperationError(
+            f"the host key of {target.known_hosts_name} changed: pinned "
+            f"{fingerprint(exc.expected_key)}, offered {fingerprint(exc.key)}. Nothing was "
+            "uploaded. If the host was rebuilt, check the new key out of band and update "
+            "the pin (MICROFETCH_SSH_KNOWN_HOSTS)", permanent=True) from None
+    except paramiko.AuthenticationException as exc:
+        raise OperationError(
+            f"{where} refused the key {target.key_path} ({type(exc).__name__}: {exc}); nothing "
+            "was uploaded. Authorise its public key for that login") from None
+    except paramiko.SSHException as exc:
+        if "not found in known_hosts" in str(exc):
             raise OperationError(
-                f"the host key of {target.known_hosts_name} changed: pinned "
-                f"{fingerprint(exc.expected_key)}, offered {fingerprint(exc.key)}. Nothing was "
-                "uploaded. If the host was rebuilt, check the new key out of band and update "
-                "the pin (MICROFETCH_SSH_KNOWN_HOSTS)", permanent=True) from None
-        except paramiko.SSHException as exc:
-            client.close()
-            if "not found in known_hosts" in str(exc):
-                raise OperationError(
-                    f"{target.known_hosts_name} offered a host key of a type that is not "
-                    f"pinned ({exc}); nothing was uploaded", permanent=True) from None
-            last = f"{type(exc).__name__}: {exc}"
-        except RETRYABLE as exc:
-            client.close()
-            last = f"{type(exc).__name__}: {exc}"
-        if time.monotonic() + delay > deadline:
-            raise OperationError(
-                f"cannot reach {target.user}@{target.known_hosts_name} over SSH within "
-                f"{boot_seconds:.0f} s ({last}); check that the host is up and the key is "
-                "authorised")
-        sleep(delay)
-        delay = min(delay * 2, 10.0)
+                f"{target.known_hosts_name} offered a host key of a type that is not "
+                f"pinned ({exc}); nothing was uploaded", permanent=True) from None
+        raise OperationError(f"cannot connect to {where} over SSH ({type(exc).__name__}: "
+                             f"{exc}); nothing was uploaded") from None
+    except (OSError, EOFError) as exc:
+        raise OperationError(f"cannot connect to {where} over SSH ({type(exc).__name__}: "
+                             f"{exc}); check the host, its port and MICROFETCH_SSH_KEY") from None
 
 
 def run(client: paramiko.SSHClient, command: str, timeout: float = 60) -> str:
