@@ -5,7 +5,7 @@ What is retried, and nothing else:
 - HTTP: a dropped or refused connection, a timeout, a body broken off, and the answers
   429, 500, 502, 503 and 504. Every other status (a 4xx above all) is the caller's to handle.
 - SSH: a refused, reset or unreachable connection, a timeout, a connection closed during the
-  handshake and a missing or late protocol banner (a host still booting). Never an
+  handshake and a missing or late protocol banner or handshake (a host still booting). Never an
   authentication failure or a host-key mismatch: trying again cannot fix either.
 
 How long to wait between tries:
@@ -109,7 +109,10 @@ def transient_ssh(exc: BaseException) -> bool:
     if isinstance(exc, OSError):
         return exc.errno in TRANSIENT_ERRNOS
     if isinstance(exc, paramiko.SSHException):
-        return "banner" in str(exc).lower()  # "Error reading SSH protocol banner"
+        # "Error reading SSH protocol banner"; "No existing session" is the same host seen
+        # from the other side: the handshake had not finished when the connect timeout ended.
+        text = str(exc).lower()
+        return "banner" in text or "no existing session" in text
     return False
 
 
