@@ -184,10 +184,7 @@ def prepare_folder(folder: Path, chunk: Chunk, token: str, callback_url: str,
     atomic_write_text(folder / "chunk.tsv", chunk_tsv(chunk))
     if options is not None:
         atomic_write_text(folder / "worker.json", json.dumps(options, indent=2) + "\n")
-    token_path = folder / "token"
-    token_path.touch(mode=0o600, exist_ok=True)
-    os.chmod(token_path, 0o600)
-    token_path.write_text(token)
+    atomic_write_text(folder / "token", token, mode=0o600)
     atomic_write_text(folder / "callback_url", callback_url.rstrip("/") + "\n")
     pipeline = folder / "nextflow"
     pipeline.mkdir(exist_ok=True)

@@ -9,11 +9,11 @@ one worker only the one home can trust is adopted.
 from __future__ import annotations
 
 import hashlib
-import os
 import secrets
 from pathlib import Path
 
 from backend.settings import Settings
+from backend.state.statefile import create_once
 from backend.state.workers import WorkerRecord
 
 TAG = "microfetch"
@@ -52,13 +52,5 @@ def install_id(settings: Settings) -> str:
         return settings.install_id
     path = Path(settings.data_dir) / "install_id"
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        draft = path.with_name(f".install_id.{os.getpid()}.{secrets.token_hex(4)}")
-        draft.write_text(secrets.token_hex(6) + "\n")
-        try:
-            os.link(draft, path)
-        except FileExistsError:
-            pass  # another process was first: its id is the one
-        finally:
-            draft.unlink()
+        create_once(path, secrets.token_hex(6) + "\n")  # another process first: its id wins
     return path.read_text().strip()

@@ -44,9 +44,14 @@ def locked(path: Path, timeout: float = LOCK_TIMEOUT_SECONDS) -> Iterator[None]:
         ) from exc
 
 
-def atomic_write_via(path: Path, write: Callable[[IO[str]], None]) -> None:
+def atomic_write_via(path: Path, write: Callable[[IO[str]], None],
+                     mode: int | None = None) -> None:
     """Replace ``path`` with what ``write`` puts in a text handle: temporary file beside it,
-    fsync, rename, fsync the folder. Readers see the old file or the new one, never a mix."""
+    fsync, rename, fsync the folder. Readers see the old file or the new one, never a mix.
+
+    The file keeps its mode, or gets ``mode`` (0644 for a new file by default); the temporary
+    file is 0600 until then, so a secret is never readable by others on the way.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -54,7 +59,8 @@ def atomic_write_via(path: Path, write: Callable[[IO[str]], None]) -> None:
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())
-        mode = path.stat().st_mode & 0o777 if path.exists() else 0o644
+        if mode is None:
+            mode = path.stat().st_mode & 0o777 if path.exists() else 0o644
         os.chmod(tmp_name, mode)
         os.replace(tmp_name, path)
     except BaseException:
@@ -63,13 +69,36 @@ def atomic_write_via(path: Path, write: Callable[[IO[str]], None]) -> None:
     _fsync_dir(path.parent)
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
+def atomic_write_bytes(path: Path, data: bytes, mode: int | None = None) -> None:
     """Replace ``path`` with ``data`` atomically (see :func:`atomic_write_via`)."""
-    atomic_write_via(path, lambda handle: handle.buffer.write(data))  # type: ignore[attr-defined]
+    atomic_write_via(path, lambda handle: handle.buffer.write(data),  # type: ignore[attr-defined]
+                     mode)
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
+def atomic_write_text(path: Path, text: str, mode: int | None = None) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"), mode)
+
+
+def create_once(path: Path, text: str) -> bool:
+    """Write ``path`` unless it exists, atomically: the text is written and fsynced beside it,
+    then linked into place, so of two processes creating it at once exactly one wins and a
+    reader never sees it half written. True when this call created it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp_name, 0o644)
+        try:
+            os.link(tmp_name, path)
+        except FileExistsError:
+            return False  # another process was first: its file is the one
+    finally:
+        Path(tmp_name).unlink(missing_ok=True)
+    _fsync_dir(path.parent)
+    return True
 
 
 def _fsync_dir(folder: Path) -> None:
