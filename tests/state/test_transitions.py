@@ -246,8 +246,8 @@ def test_failed_runs_are_retried_and_the_taxon_settles(site):
 #: the import of an older release's files.
 ALLOWED = {"backend/state/transitions.py", "backend/state/registry.py",
            "backend/state/legacy.py"}
-#: Calls whose keyword arguments set a taxon's fields.
-SETTERS = {"update", "Taxon", "replace"}
+#: Calls whose keyword arguments name a field but build something else: the API's answers.
+NOT_A_ROW = "schemas."
 
 
 def _targets(node: ast.AST) -> list[ast.AST]:
@@ -276,8 +276,9 @@ def _call_name(call: ast.Call) -> str:
 
 def writes_of_taxon_fields(source: str, filename: str) -> list[str]:
     """Where a module assigns a taxon's stage, last_run_status, needs_attention or droplet_ips:
-    ``x.field = ...`` (also in tuples and augmented), ``update(field=...)``,
-    ``Taxon(field=...)``, ``replace(row, field=...)`` and ``setattr(x, "field", ...)``."""
+    ``x.field = ...`` (also in tuples and augmented), a call with ``field=...`` (``update``,
+    ``Taxon``, ``replace``, a helper), ``registry.update(**changes)`` (it cannot tell which)
+    and ``setattr(x, "field", ...)``."""
     found = []
     for node in ast.walk(ast.parse(source, filename)):
         for target in _targets(node):
@@ -285,10 +286,13 @@ def writes_of_taxon_fields(source: str, filename: str) -> list[str]:
                 found.append(f"{filename}:{node.lineno}: assigns .{target.attr}")
         if not isinstance(node, ast.Call):
             continue
-        name = _call_name(node)
-        if name in SETTERS:
-            found += [f"{filename}:{node.lineno}: {name}({k.arg}=...)"
+        name, func = _call_name(node), ast.unparse(node.func)
+        if not func.startswith(NOT_A_ROW):
+            found += [f"{filename}:{node.lineno}: {func}({k.arg}=...)"
                       for k in node.keywords if k.arg in FIELDS]
+        if name == "update" and "registry" in func and any(k.arg is None
+                                                           for k in node.keywords):
+            found.append(f"{filename}:{node.lineno}: {func}(**...)")
         if name == "setattr" and len(node.args) >= 2:
             field = node.args[1]
             if isinstance(field, ast.Constant) and field.value in FIELDS:
@@ -299,18 +303,21 @@ def writes_of_taxon_fields(source: str, filename: str) -> list[str]:
 def test_the_scan_sees_each_way_of_writing_a_field():
     source = "\n".join([
         "row.stage = 1",
-        "row.stage, row.last_run_status = 1, 2",
+        "row.stage, row.last_run_status = 1, 2",  # two
         "a.needs_attention += 'x'",
         "registry.update(1, 'me', droplet_ips=())",
         "Taxon(1, stage=2)",
         "replace(row, last_run_status=3)",
+        "_update(registry, 1, needs_attention='why')",
+        "self.registry.update(1, 'me', **changes)",
         "setattr(row, 'needs_attention', '')",
         "setattr(row, name, value)",  # a name it cannot tell is not counted
         "run.status = 1",  # a run's status is not the taxon's
-        "schemas.AttentionCleared(needs_attention='')",  # a response, not a row
+        "schemas.AttentionCleared(needs_attention='')",  # an answer of the API, not a row
+        "settings.with_overrides(**options)",
         "setattr(run, 'assembly_md5', '')",
     ])
-    assert len(writes_of_taxon_fields(source, "x.py")) == 8  # two on the second line
+    assert len(writes_of_taxon_fields(source, "x.py")) == 10
 
 
 def test_only_the_transitions_write_a_taxon_s_stage_status_attention_and_addresses():
