@@ -194,7 +194,8 @@ class Jobs:
             what = f"unexpected error in the heartbeat: {type(exc).__name__}: {exc}"
             todo = f"see the main log, then `microfetch attention clear {taxon_id}`"
         # A reason the stage already gave is kept as it is.
-        reason = parked(self.registry, taxon_id, ACTOR, what, todo, status=Status.ERROR).reason
+        reason = parked(self.registry, taxon_id, ACTOR, what, todo,
+                        status=Status.ERROR).reason or what  # or removed meanwhile
         taxon_log(taxon_id).error("parked: {}", reason)
         return f"taxon {taxon_id}: parked: {reason}"
 
