@@ -25,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from backend.collection.collect import Collector, settle_taxon  # noqa: E402
+from backend.collection.collect import Collector  # noqa: E402
 from backend.collection.manifest import Verdict  # noqa: E402
 from backend.compute.local import LocalBackend  # noqa: E402
 from backend.ena.parse_fetched_data import filter_taxon  # noqa: E402
@@ -34,6 +34,7 @@ from backend.settings import load_settings  # noqa: E402
 from backend.state.accessions import COLUMNS, SQL_COLUMNS, AccessionList, Run  # noqa: E402
 from backend.state.registry import Registry, Taxon  # noqa: E402
 from backend.state.store import database_of  # noqa: E402
+from backend.state.transitions import settled as settle_taxon  # noqa: E402
 from backend.state.workers import WorkerRecord, WorkerStore, token_hash  # noqa: E402
 
 OLD = "4a12f88"  # the last commit with the CSV state layer

@@ -15,7 +15,8 @@ from flask.typing import ResponseReturnValue
 from pydantic import ValidationError
 
 from backend.state.metrics import CALLBACK_REJECTIONS
-from backend.state.registry import Registry, Status
+from backend.state.registry import Registry
+from backend.state.transitions import ready
 from backend.state.workers import NAME_PATTERN, Phase, WorkerStore, token_hash
 from web.schemas import WorkerDone
 
@@ -70,10 +71,6 @@ def callback(name: str) -> ResponseReturnValue:
         current.callback = json.loads(raw)
         if current.phase in (Phase.CLAIMED, Phase.STARTING, Phase.RUNNING):
             current.phase = Phase.DONE
-    registry = Registry.from_settings(settings)
-    with registry.transaction(f"worker:{name}") as table:
-        row = table.get(record.taxon_id)
-        if row is not None and row.last_run_status is Status.IN_PROGRESS:
-            row.last_run_status = Status.READY
+    ready(Registry.from_settings(settings), record.taxon_id, f"worker:{name}")
     current_app.config["MICROFETCH_ON_CALLBACK"](name)
     return jsonify(worker=name, accepted=True)

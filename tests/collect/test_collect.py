@@ -8,11 +8,12 @@ import subprocess
 import sys
 from datetime import timedelta
 
-from backend.collection.collect import Collector, retry_runs
+from backend.collection.collect import Collector
 from backend.jobs.reconcile import reconcile
 from backend.state.accessions import RunStatus
 from backend.state.attempts import another_round
 from backend.state.registry import Stage, Status
+from backend.state.transitions import retried as retry_runs
 from backend.state.workers import Phase
 
 from ..conftest import cli_env

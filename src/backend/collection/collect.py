@@ -19,12 +19,12 @@ from backend.compute.base import ComputeBackend, WorkerState
 from backend.errors import OperationError
 from backend.logs import taxon_log
 from backend.settings import Settings
-from backend.state.accessions import AccessionList, Exclusion, Run, RunStatus
-from backend.state.attempts import Cause, release
+from backend.state.accessions import AccessionList, Run, RunStatus
+from backend.state.attempts import Cause
 from backend.state.circuit import record_file_host
-from backend.state.exports import refresh_exports
-from backend.state.registry import Registry, Stage, Status
+from backend.state.registry import Registry, Status
 from backend.state.statefile import locked
+from backend.state.transitions import parked, runs_released, settled
 from backend.state.workers import Phase, WorkerRecord, WorkerStore
 from backend.timeutil import format_time, utc_now
 
@@ -168,7 +168,7 @@ class Collector:
             else "the worker stopped before it finished")
         self._set_phase(record.name, Phase.DESTROYED, ended)
         shutil.rmtree(staging, ignore_errors=True)
-        settle_taxon(self.settings, self.registry, self.store, record.taxon_id)
+        settled(self.settings, self.registry, self.store, record.taxon_id, ACTOR)
         (report.collected if done is not None else report.lost).append(record.name)
         report.runs_fetched += len(verdict.ok)
         report.runs_failed += len(verdict.failed)
@@ -202,27 +202,25 @@ class Collector:
             untried = {a: "the worker stopped before it tried this run"
                        for a in verdict.untried}
             causes.append((untried, Cause.TRIED if untried_count else Cause.NOT_TRIED))
-            for errors, cause in causes:
-                for accession, error in errors.items():
-                    run = runs.get(accession)
-                    if run is not None and run.worker == record.name:
-                        release(run, cause, f"worker {record.name}: {error}",
-                                self.settings.max_attempts)
+            runs_released(runs, record.name, [
+                (accession, cause, f"worker {record.name}: {error}")
+                for errors, cause in causes for accession, error in errors.items()],
+                self.settings.max_attempts)
             if verdict.ok:
                 accessions.db.connection().execute(
                     "INSERT INTO fetch_events (taxon, at, runs, bytes) VALUES (?, ?, ?, ?)",
                     (record.taxon_id, format_time(now), len(verdict.ok), verdict.bytes_ok))
 
     def _hold(self, record: WorkerRecord, problems: Sequence[str]) -> None:
-        reason = (
-            f"worker {record.name} kept: its data failed verification at home "
-            f"({'; '.join(problems[:3])}). Check the source, then "
-            f"`microfetch collect {record.taxon_id}` to try again or "
-            f"`microfetch workers destroy {record.name}` to give its runs back"
-        )
         self._set_phase(record.name, Phase.HELD, "; ".join(problems))
-        self.registry.update(record.taxon_id, ACTOR, needs_attention=reason,
-                             last_run_status=Status.ERROR)
+        # A person may have asked for this collection: the newest reason replaces the old.
+        reason = parked(
+            self.registry, record.taxon_id, ACTOR,
+            f"worker {record.name} kept: its data failed verification at home "
+            f"({'; '.join(problems[:3])})",
+            f"check the source, then `microfetch collect {record.taxon_id}` to try again or "
+            f"`microfetch workers destroy {record.name}` to give its runs back",
+            status=Status.ERROR, replace=True).reason
         taxon_log(record.taxon_id).error(reason)
 
     def _set_phase(self, name: str, phase: Phase, error: str = "") -> None:
@@ -248,47 +246,3 @@ def note_assembly(run: Run, report: dict[str, Any]) -> None:
         setattr(run, name, value if isinstance(value, int) and not isinstance(value, bool)
                 else None)
     run.assembly_error = " ".join(str(report.get("error") or "").split())[:500]
-
-
-def settle_taxon(settings: Settings, registry: Registry, store: WorkerStore,
-                 taxon_id: int, actor: str = ACTOR) -> None:
-    """Derive a taxon's stage, status and addresses from its runs and live workers."""
-    accessions = AccessionList.of(settings, taxon_id)
-    pending = accessions.counts()["pending"]["runs"] > 0
-    live = [r for r in store.live() if r.taxon_id == taxon_id]
-    with registry.transaction(actor) as table:
-        row = table.get(taxon_id)
-        if row is None:
-            return
-        row.droplet_ips = tuple(r.address for r in live if r.address)
-        if live:
-            row.stage = Stage.WAIT
-            holding = any(r.phase in (Phase.DONE, Phase.COLLECTING) for r in live)
-            status = Status.READY if holding else Status.IN_PROGRESS
-        elif pending:
-            row.stage, status = Stage.DISPATCH, Status.IN_PROGRESS
-        else:
-            row.stage, status = Stage.CHECK, Status.COMPLETE
-        completes = status is Status.COMPLETE and row.last_run_status is not Status.COMPLETE
-        if not row.needs_attention:
-            row.last_run_status = status
-    refresh_exports(settings, taxon_id, force=completes)
-
-
-def retry_runs(settings: Settings, taxon_id: int, actor: str | None = None) -> int:
-    """Runs that failed or were excluded for failed attempts go back to pending."""
-    registry = Registry.from_settings(settings)
-    registry.get(taxon_id)  # an unknown taxon is an error, not a silent no-op
-    count = 0
-    with AccessionList.of(settings, taxon_id).edit() as runs:
-        for run in runs.values():
-            gave_up = run.exclusion_code == Exclusion.FAILED_ATTEMPTS.value
-            tried = not run.excluded and run.status is RunStatus.PENDING and run.attempts > 0
-            if gave_up or tried:
-                run.include()
-                run.status, run.attempts = RunStatus.PENDING, 0
-                count += 1
-    if count:
-        settle_taxon(settings, registry, WorkerStore.of(settings), taxon_id,
-                     actor or "retry")
-    return count

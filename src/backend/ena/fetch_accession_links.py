@@ -31,8 +31,9 @@ from backend.ena.metadata import (
 )
 from backend.logs import taxon_log
 from backend.settings import Settings
-from backend.state.registry import Registry, Stage, Status
+from backend.state.registry import Registry
 from backend.state.store import Database
+from backend.state.transitions import checked, checking, warned
 from backend.timeutil import format_time, parse_time
 
 ACTOR = "check"
@@ -84,7 +85,7 @@ def check_taxon(settings: Settings, registry: Registry, taxon_id: int, now: date
     full = empty or due(db, f"ena_full:{taxon_id}", now, settings.ena_full_check_days)
     since = None if full else since_date(row.last_checked)
     result = CheckResult(query=build_query(taxon_id, settings.ena_tax_match, since))
-    registry.update(taxon_id, ACTOR, last_run_status=Status.IN_PROGRESS, stage=Stage.CHECK)
+    checking(registry, taxon_id, ACTOR)
     client = client or EnaClient(settings)
     download = metadata_path(settings.data_dir, taxon_id).with_name(f".{taxon_id}.download.tsv")
     download.parent.mkdir(parents=True, exist_ok=True)
@@ -97,7 +98,7 @@ def check_taxon(settings: Settings, registry: Registry, taxon_id: int, now: date
     except EnaError:
         # Transient causes are the heartbeat's (the ENA circuit, the taxon's backoff), a
         # permanent one is parked there with ENA's reason: never parked here for a count.
-        registry.update(taxon_id, ACTOR, last_run_status=Status.WARNING, generated_warning=True)
+        warned(registry, taxon_id, ACTOR)
         raise
     finally:
         download.unlink(missing_ok=True)
@@ -106,8 +107,7 @@ def check_taxon(settings: Settings, registry: Registry, taxon_id: int, now: date
     result.total = stored_rows(db, taxon_id)
     if full:  # an incremental check must not rewrite the whole export (`fetch` always does)
         refresh_metadata_export(settings, taxon_id)
-    registry.update(taxon_id, ACTOR, last_checked=now, stage=Stage.FILTER,
-                    generated_warning=bool(result.warnings))
+    checked(registry, taxon_id, now, bool(result.warnings), ACTOR)
     for warning in result.warnings:
         log.warning("{}", warning)
     log.info("checked ENA with {!r}: {} runs seen, {} new, {} changed, {} withdrawn, {} stored",

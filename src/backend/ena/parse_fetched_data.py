@@ -17,7 +17,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from backend.collection.collect import settle_taxon
 from backend.ena.client import FIELDS, Progress
 from backend.ena.metadata import metadata_db, metadata_lines
 from backend.logs import taxon_log
@@ -25,7 +24,7 @@ from backend.settings import Settings
 from backend.state.accessions import BATCH, AccessionList, Exclusion, Run, RunStatus
 from backend.state.registry import Registry
 from backend.state.store import Database
-from backend.state.workers import WorkerStore
+from backend.state.transitions import selected
 
 # ASCII only (``\d`` would take any script's digits) and ``\Z``, not ``$``, which would let a
 # trailing newline through.
@@ -199,7 +198,7 @@ def filter_taxon(settings: Settings, registry: Registry, taxon_id: int, now: dat
         bar.close()
     db.set_meta(f"ena_filtered:{taxon_id}", f"{todo[1] or after} {rules_hash(settings)}")
     _count(result, accessions)
-    settle_taxon(settings, registry, WorkerStore.of(settings), taxon_id, "filter")
+    selected(settings, registry, taxon_id, "filter")
     taxon_log(taxon_id).info("decided {} changed runs; selected {}, withdrawn {}, excluded {}",
                              result.decided, result.selected, result.withdrawn,
                              dict(result.excluded))

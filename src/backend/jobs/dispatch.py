@@ -16,16 +16,16 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from backend.collection.collect import settle_taxon
 from backend.compute.base import Chunk, ChunkRun, ComputeBackend, prepare_folder, worker_options
 from backend.errors import OperationError
 from backend.jobs.chunking import Item, plan_chunks
 from backend.logs import taxon_log
 from backend.settings import Settings
 from backend.state.accessions import AccessionList, Exclusion, Run, RunStatus
-from backend.state.attempts import Cause, another_round, release
+from backend.state.attempts import Cause, another_round
 from backend.state.circuit import dispatch_paused
 from backend.state.registry import Registry, Status
+from backend.state.transitions import dispatched, parked, warned, worker_runs_released
 from backend.state.workers import (
     Phase,
     WorkerRecord,
@@ -100,7 +100,7 @@ class Dispatcher:
         report.too_large = self._exclude_too_large(accessions, plan.too_large, capacity)
         chunks = plan.chunks[:slots]
         if not plan.chunks:
-            settle_taxon(self.settings, self.registry, self.store, taxon_id, ACTOR)
+            dispatched(self.settings, self.registry, self.store, taxon_id, ACTOR)
             return report
         if not chunks:
             report.waiting = "no free worker: waiting for capacity"
@@ -124,7 +124,7 @@ class Dispatcher:
             with starting:
                 if self._start(name):
                     report.started.append(name)
-        settle_taxon(self.settings, self.registry, self.store, taxon_id, ACTOR)
+        dispatched(self.settings, self.registry, self.store, taxon_id, ACTOR)
         return report
 
     def _exclude_too_large(self, accessions: AccessionList, items: Sequence[Item],
@@ -150,8 +150,7 @@ class Dispatcher:
             return True
         reason = (f"home disk {data_dir} has {free / 1e9:.1f} GB free, dispatch needs "
                   f"{need / 1e9:.1f} GB; free space or move MICROFETCH_DATA_DIR")
-        self.registry.update(taxon_id, ACTOR, last_run_status=Status.WARNING,
-                             generated_warning=True)
+        warned(self.registry, taxon_id, ACTOR)
         taxon_log(taxon_id).warning(reason)
         return False
 
@@ -238,19 +237,14 @@ class Dispatcher:
             log.error("destroying {} failed too: {}", record.name, again)
         with self.store.edit(record.name) as current:
             current.phase, current.last_error = Phase.DESTROYED, str(exc)
-        self._release_runs(record)
-        changes = {"last_run_status": Status.WARNING, "generated_warning": True}
-        if exc.permanent:
-            changes["needs_attention"] = f"starting a worker failed: {exc}"
-        self.registry.update(record.taxon_id, ACTOR, **changes)
+        worker_runs_released(self.settings, record, Cause.NOT_TRIED,
+                             f"starting worker {record.name} failed")
+        if exc.permanent:  # a person must fix it (a key, a quota): park with the reason
+            parked(self.registry, record.taxon_id, ACTOR, f"starting a worker failed: {exc}",
+                   status=Status.WARNING)
+        else:
+            warned(self.registry, record.taxon_id, ACTOR)
         shutil.rmtree(self.outbox(record.name), ignore_errors=True)
-
-    def _release_runs(self, record: WorkerRecord) -> None:
-        with AccessionList.of(self.settings, record.taxon_id).edit(record.runs) as rows:
-            for run in rows.values():
-                if run.worker == record.name and run.status is RunStatus.ASSIGNED:
-                    release(run, Cause.NOT_TRIED, f"starting worker {record.name} failed",
-                            self.settings.max_attempts)
 
     def resume(self) -> list[str]:
         """Finish starting workers whose record was claimed before a crash."""
@@ -270,7 +264,7 @@ class Dispatcher:
                         resumed.append(current.name)
             except Timeout:
                 continue  # a live process is starting it right now
-            settle_taxon(self.settings, self.registry, self.store, record.taxon_id, ACTOR)
+            dispatched(self.settings, self.registry, self.store, record.taxon_id, ACTOR)
         return resumed
 
     def _reassign(self, record: WorkerRecord) -> None:

@@ -34,6 +34,7 @@ from backend.state.circuit import (
 )
 from backend.state.circuit import State as CircuitState
 from backend.state.registry import Registry, Stage, Status
+from backend.state.transitions import lift_old_outage_parks, parked, warned
 from backend.state.turns import taxon_failed, taxon_passed, waits
 from backend.state.workers import WorkerStore
 from backend.timeutil import format_time, utc_now
@@ -41,8 +42,6 @@ from backend.timeutil import format_time, utc_now
 ACTOR = "daemon"
 #: How long the record of a destroyed worker is kept (the pages show recent workers).
 KEEP_DESTROYED = timedelta(days=7)
-#: How an older release worded the park it made on a third failed check (lifted on sight).
-CHECK_PARK_PREFIX = "ENA failed "
 #: How `ena.EnaError` ends a transient failure's message; the heartbeat says when instead.
 RETRY_CLAUSE = "; it is tried again"
 #: A probe of ENA's portal: short, and never retried (the check before it already was).
@@ -92,7 +91,7 @@ class Jobs:
         """
         now = now or utc_now()
         resumed = self.dispatcher.resume()
-        self._lift_old_outage_parks()
+        lift_old_outage_parks(self.registry, ACTOR)
         paused = checks_paused(self.settings, now)
         if paused is None:
             self._look_up_names(now)
@@ -177,52 +176,28 @@ class Jobs:
             logger.info("ENA answers again after an outage since {}; checks resume",
                         format_time(before.since))
 
-    def _lift_old_outage_parks(self) -> None:
-        """Lift parks an older release made for three failed checks in a row, whatever their
-        cause: an outage must cost nothing, and a parked taxon would never be tried again."""
-        parked = [row.taxonomy_id for row in self.registry.load()
-                  if row.needs_attention.startswith(CHECK_PARK_PREFIX)]
-        if not parked:
-            return
-        with self.registry.transaction(ACTOR) as table:
-            for taxon_id in parked:
-                row = table.get(taxon_id)
-                if row is not None and row.needs_attention.startswith(CHECK_PARK_PREFIX):
-                    row.needs_attention, row.last_run_status = "", Status.WARNING
-
     def _failed(self, taxon_id: int, exc: Exception, now: datetime) -> str:
         """A stage raised: back off for a transient cause, park for one a person must fix."""
         if isinstance(exc, OperationError) and not exc.permanent:
             wait = taxon_failed(self.settings, taxon_id, str(exc), now)
             taxon_log(taxon_id).warning("{} ({}); next try at {}", type(exc).__name__, exc,
                                         format_time(wait.next_try))
-            if self.registry.get(taxon_id).last_run_status is not Status.ERROR:
-                self.registry.update(taxon_id, ACTOR, last_run_status=Status.WARNING,
-                                     generated_warning=True)
+            warned(self.registry, taxon_id, ACTOR, keep_error=True)
             return f"taxon {taxon_id}: {exc}; next try at {format_time(wait.next_try)}"
         if isinstance(exc, OperationError):
-            reason = f"{exc}; once that is fixed, `microfetch attention clear {taxon_id}`"
+            what, todo = str(exc), None  # the default: fix it, then clear the park
         else:
             # A surprise: the traceback goes to the main log only, without variable values;
             # the taxon's own log (shown on its public page) gets the one line.
             logger.opt(exception=exc).error("taxon {}: unexpected error in the heartbeat: {}",
                                             taxon_id, exc)
-            reason = (f"unexpected error in the heartbeat: {type(exc).__name__}: {exc}; see "
-                      f"the main log, then `microfetch attention clear {taxon_id}`")
-        self._park(taxon_id, reason)
-        return f"taxon {taxon_id}: parked: {reason}"
-
-    def _park(self, taxon_id: int, reason: str) -> None:
-        """Park for a person; a reason the stage already gave is kept as it is."""
-        row = self.registry.get(taxon_id)
-        if row.needs_attention:
-            reason = row.needs_attention
-        else:
-            self.registry.update(taxon_id, ACTOR, needs_attention=reason)
-        if row.last_run_status is not Status.ERROR or not row.generated_warning:
-            self.registry.update(taxon_id, ACTOR, last_run_status=Status.ERROR,
-                                 generated_warning=True)
+            what = f"unexpected error in the heartbeat: {type(exc).__name__}: {exc}"
+            todo = f"see the main log, then `microfetch attention clear {taxon_id}`"
+        # A reason the stage already gave is kept as it is.
+        reason = parked(self.registry, taxon_id, ACTOR, what, todo,
+                        status=Status.ERROR).reason or what  # or removed meanwhile
         taxon_log(taxon_id).error("parked: {}", reason)
+        return f"taxon {taxon_id}: parked: {reason}"
 
     # collector and reconciler -------------------------------------------------------------
 

@@ -13,15 +13,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from backend.collection.collect import settle_taxon
+from filelock import FileLock, Timeout
+
 from backend.compute.base import ComputeBackend, LiveWorker
-from backend.errors import OperationError
 from backend.logs import taxon_log
 from backend.settings import Settings
-from backend.state.accessions import AccessionList, RunStatus
-from backend.state.attempts import Cause, release
+from backend.state.attempts import Cause
 from backend.state.registry import Registry
-from backend.state.statefile import locked
+from backend.state.statefile import lock_path
+from backend.state.transitions import parked, settled, worker_runs_released
 from backend.state.workers import Phase, WorkerRecord, WorkerStore, parse_worker_name
 from backend.timeutil import format_time, utc_now
 
@@ -86,20 +86,17 @@ def _stuck(settings: Settings, registry: Registry, record: WorkerRecord, now: da
     if _age(record.phase_since, now) < seconds:
         return False
     return _flag(registry, record.taxon_id,
-                 f"worker {record.name} has been {doing} since {format_time(record.phase_since)}"
-                 f"; {hint}, then `microfetch attention clear {record.taxon_id}`, or "
+                 f"worker {record.name} has been {doing} since {format_time(record.phase_since)}",
+                 f"{hint}, then `microfetch attention clear {record.taxon_id}`, or "
                  f"`microfetch workers destroy {record.name}` to give its runs back")
 
 
-def _flag(registry: Registry, taxon_id: int, reason: str) -> bool:
+def _flag(registry: Registry, taxon_id: int, what: str, todo: str) -> bool:
     """Park a taxon with this reason unless it is parked already (the first reason stays)."""
-    with registry.transaction(ACTOR) as table:
-        row = table.get(taxon_id)
-        if row is None or row.needs_attention:
-            return False
-        row.needs_attention = reason
-    taxon_log(taxon_id).warning(reason)
-    return True
+    park = parked(registry, taxon_id, ACTOR, what, todo)
+    if park.new:
+        taxon_log(taxon_id).warning(park.reason)
+    return park.new
 
 
 def _age(created_at: datetime | None, now: datetime) -> float:
@@ -149,20 +146,23 @@ def close_record(settings: Settings, store: WorkerStore, registry: Registry,
                  record: WorkerRecord, reason: str, cause: Cause = Cause.NOT_TRIED) -> bool:
     """Mark a worker destroyed and give its assigned runs back (by the attempt rule, which
     counts nothing for a vanished worker or one a person destroyed); False if already closed."""
+    collecting = store.folder / f"{record.name}.collect"
+    collecting.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(lock_path(collecting)), timeout=0.5)
     try:
-        with locked(store.folder / f"{record.name}.collect", timeout=0.5):
-            current = store.get(record.name)
-            if current is None or current.phase is Phase.DESTROYED:
-                return False
-            with AccessionList.of(settings, record.taxon_id).edit(record.runs) as runs:
-                for run in runs.values():
-                    if run.status is RunStatus.ASSIGNED and run.worker == record.name:
-                        release(run, cause, reason, settings.max_attempts)
-            with store.edit(record.name) as edited:
-                edited.phase, edited.last_error = Phase.DESTROYED, reason
-    except OperationError:
+        lock.acquire()
+    except Timeout:
         return False  # a collection holds it: it is not vanished, it is being collected
-    settle_taxon(settings, registry, store, record.taxon_id, ACTOR)
+    try:  # any other failure is a failure, not a collection: it propagates
+        current = store.get(record.name)
+        if current is None or current.phase is Phase.DESTROYED:
+            return False
+        worker_runs_released(settings, record, cause, reason)
+        with store.edit(record.name) as edited:
+            edited.phase, edited.last_error = Phase.DESTROYED, reason
+    finally:
+        lock.release()
+    settled(settings, registry, store, record.taxon_id, ACTOR)
     taxon_log(record.taxon_id).warning("worker {}: {}; its runs are pending again",
                                        record.name, reason)
     return True
@@ -173,7 +173,7 @@ def _too_old(settings: Settings, registry: Registry, record: WorkerRecord,
     limit = timedelta(hours=settings.worker_max_age_hours)
     if now - record.created_at < limit:
         return False
-    reason = (f"worker {record.name} is older than {settings.worker_max_age_hours:g} h; check "
-              f"it, then `microfetch workers destroy {record.name}` or raise "
-              "MICROFETCH_WORKER_MAX_AGE_HOURS")
-    return _flag(registry, record.taxon_id, reason)
+    return _flag(registry, record.taxon_id,
+                 f"worker {record.name} is older than {settings.worker_max_age_hours:g} h",
+                 f"check it, then `microfetch workers destroy {record.name}` or raise "
+                 "MICROFETCH_WORKER_MAX_AGE_HOURS")

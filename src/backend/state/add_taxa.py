@@ -6,7 +6,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from backend.errors import OperationError
-from backend.state.registry import Registry, Stage, Status, Taxon, parse_taxon_id
+from backend.state.registry import Registry, Taxon, parse_taxon_id
 
 
 class UnknownToEna(Exception):
@@ -84,10 +84,9 @@ def add_taxa(
                 outcomes[text] = Outcome(text, taxon_id, "present")
                 continue
             name, warning = names.get(taxon_id, ("", ""))
-            table[taxon_id] = Taxon(
-                taxonomy_id=taxon_id, scientific_name=name, stage=Stage.CHECK,
-                last_run_status=Status.NEW, priority=priority,
-            )
+            # A new row starts at stage check, status new: the row's defaults.
+            table[taxon_id] = Taxon(taxonomy_id=taxon_id, scientific_name=name,
+                                    priority=priority)
             outcomes[text] = Outcome(text, taxon_id, "added", warning, name)
     return [outcomes[text] for text in _unique(given) if text in outcomes]
 

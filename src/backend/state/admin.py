@@ -13,7 +13,9 @@ from enum import StrEnum
 from typing import Any
 
 from backend.errors import UsageError
+from backend.state.exports import export_taxon
 from backend.state.registry import Registry
+from backend.state.transitions import cleared, parked, retried
 
 
 class Interface(StrEnum):
@@ -44,15 +46,12 @@ class Admin:
         if not reason:
             raise UsageError("the reason is empty; say why the taxon is parked, e.g. "
                              "'disk full'")
-        self.registry.update(taxon_id, self.actor, needs_attention=reason)
+        # A person's words are the whole reason, and replace any other.
+        parked(self.registry, taxon_id, self.actor, reason, "", replace=True, must_exist=True)
 
     def clear(self, taxon_id: int) -> str:
         """Clear ``needs_attention``; returns what it said (empty when it was not parked)."""
-        registry = self.registry
-        with registry.transaction(self.actor) as table:
-            row = table.row(taxon_id)
-            was, row.needs_attention = row.needs_attention, ""
-        return was
+        return cleared(self.registry, taxon_id, self.actor)
 
     def set_priority(self, taxon_id: int, priority: int) -> int:
         """Change a taxon's priority (higher goes first); returns the old one."""
@@ -64,10 +63,7 @@ class Admin:
 
     def retry(self, taxon_id: int) -> int:
         """Runs that failed, or were given up on, back to pending; returns how many."""
-        from backend.collection.collect import retry_runs
-        from backend.state.exports import export_taxon
-
-        count = retry_runs(self.settings, taxon_id, self.actor)
+        count = retried(self.settings, taxon_id, self.actor)
         export_taxon(self.settings, taxon_id)
         return count
 

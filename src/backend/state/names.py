@@ -15,6 +15,7 @@ from backend.errors import OperationError
 from backend.state.add_taxa import Lookup, UnknownToEna
 from backend.state.registry import Registry
 from backend.state.store import database_of
+from backend.state.transitions import parked
 from backend.timeutil import format_time, parse_time
 
 ACTOR = "names"
@@ -78,22 +79,15 @@ def _ask(registry: Registry, lookup: Lookup, taxon_id: int) -> tuple[str, str]:
     try:
         name = lookup(taxon_id)
     except UnknownToEna as exc:
-        reason = (f"{exc}; check the id, then `microfetch remove-taxa {taxon_id}` (or "
-                  f"`microfetch attention clear {taxon_id}` to fetch it anyway)")
-        _update(registry, taxon_id, needs_attention=reason)
+        # The first reason stays: one a person or a stage gave is kept.
+        parked(registry, taxon_id, ACTOR, str(exc),
+               f"check the id, then `microfetch remove-taxa {taxon_id}` (or "
+               f"`microfetch attention clear {taxon_id}` to fetch it anyway)")
         return "unknown", str(exc)
     except OperationError as exc:
         return "unreachable", str(exc)
-    _update(registry, taxon_id, scientific_name=name)
-    return "found", name
-
-
-def _update(registry: Registry, taxon_id: int, **changes: str) -> None:
     with registry.transaction(ACTOR) as table:
         row = table.get(taxon_id)
-        if row is None:
-            return  # removed meanwhile
-        for name, value in changes.items():
-            if name == "needs_attention" and row.needs_attention:
-                continue  # keep the reason a person or a stage gave first
-            setattr(row, name, value)
+        if row is not None:  # not removed meanwhile
+            row.scientific_name = name
+    return "found", name
