@@ -286,13 +286,15 @@ def metadata_lines(db: Database, taxon_id: int, after: int,
                    batch: int) -> Iterator[list[tuple[str, str, int, int]]]:
     """Rows changed by checks after generation ``after``: (accession, line, listed, gen)
     lists of at most ``batch``, in generation then accession order."""
-    last: tuple[int, str] = (after, "")
-    while True:  # keyset pages: each starts past the last, so this ends with the rows
-        rows = db.query(
-            "SELECT accession, line, listed, gen FROM ena_metadata WHERE taxon = ? AND gen > ? "
-            "AND (gen, accession) > (?, ?) ORDER BY gen, accession LIMIT ?",
-            (taxon_id, after, *last, batch))
-        if not rows:
-            return
+    # Keyset pages: each starts past the last, so this ends with the rows. The later pages
+    # compare only the row value, which SQLite seeks to in the index; with ``gen > ?`` beside
+    # it each page would walk the index from the start of ``after`` (quadratic in the rows).
+    rows = db.query(
+        "SELECT accession, line, listed, gen FROM ena_metadata WHERE taxon = ? AND gen > ? "
+        "ORDER BY gen, accession LIMIT ?", (taxon_id, after, batch))
+    while rows:
         yield [tuple(row) for row in rows]  # type: ignore[misc]
-        last = (rows[-1][3], rows[-1][0])
+        rows = db.query(
+            "SELECT accession, line, listed, gen FROM ena_metadata WHERE taxon = ? "
+            "AND (gen, accession) > (?, ?) ORDER BY gen, accession LIMIT ?",
+            (taxon_id, rows[-1][3], rows[-1][0], batch))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import sqlite3
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -34,6 +35,8 @@ MD5 = re.compile(r"[0-9a-fA-F]{32}\Z", re.ASCII)
 PAIRED_FILE = re.compile(r"_[12]\.f(?:ast)?q(?:\.gz)?\Z", re.ASCII)
 #: Runs decided and written per database transaction.
 FILTER_BATCH = 5000
+#: The same for a taxon without runs yet: inserted in bulk, larger transactions cost less.
+FRESH_BATCH = 50_000
 PATH = re.compile(r"(?P<host>[A-Za-z0-9.-]+(?::\d{1,5})?)/(?P<rest>[A-Za-z0-9._/+-]+)\Z",
                   re.ASCII)
 
@@ -187,7 +190,7 @@ def filter_taxon(settings: Settings, registry: Registry, taxon_id: int, now: dat
                     (taxon_id, after))[0]
     bar = Progress(progress, todo[0], "selecting")
     try:
-        for rows in metadata_lines(db, taxon_id, after, FILTER_BATCH):
+        for rows in metadata_lines(db, taxon_id, after, FRESH_BATCH if fresh else FILTER_BATCH):
             decided = [_decided(accession, line, listed, settings)
                        for accession, line, listed, _ in rows]
             owners = selected_elsewhere(db, taxa, taxon_id, [
@@ -224,12 +227,36 @@ def _store(accessions: AccessionList, decided: list[tuple[str, Decision]],
     """Fold a batch of decisions into the runs (one transaction); returns runs to fetch again.
     A taxon without runs yet skips the look-up of each batch's stored runs."""
     if fresh:
-        runs = {accession: Run(accession) for accession, _ in decided}
-        again = _fold(runs, decided, owners)
-        accessions.save(runs.values())
-        return again
+        try:
+            accessions.insert_new(_new_rows(accessions.taxon_id, decided, owners))
+            return 0
+        except sqlite3.IntegrityError:
+            pass  # some of these runs exist already (an earlier batch, another process)
     with accessions.edit(a for a, _ in decided) as runs:
         return _fold(runs, decided, owners)
+
+
+def _new_rows(taxon_id: int, decided: list[tuple[str, Decision]],
+              owners: dict[str, int]) -> list[tuple[object, ...]]:
+    """NEW_COLUMNS of runs not stored yet: what :func:`_fold` makes of a new :class:`Run`
+    (the last decision of an accession listed twice wins), without a Run per row."""
+    rows: dict[str, tuple[object, ...]] = {}
+    for accession, decision in decided:
+        files = decision.files
+        if files is not None and accession in owners:
+            files, decision = None, Decision(None, Exclusion.DUPLICATE,
+                                             f"selected under taxon {owners[accession]}")
+        if files is None:
+            assert decision.exclusion is not None
+            category = ("withdrawn" if decision.exclusion is Exclusion.WITHDRAWN
+                        else "excluded")
+            rows[accession] = (taxon_id, accession, 1, decision.exclusion.reason(decision.detail),
+                               "", "", "", 0, category)
+        else:
+            rows[accession] = (taxon_id, accession, 0, "", ";".join(files.paths),
+                               ";".join(map(str, files.sizes)), ";".join(files.md5s),
+                               sum(files.sizes), "pending")
+    return list(rows.values())
 
 
 def _fold(runs: dict[str, Run], decided: list[tuple[str, Decision]],
