@@ -119,7 +119,6 @@ def duplicate_rows(path: Path, taxon_id: int, result: Tally) -> set[int] | None:
     ``last_updated`` (the later row on a tie); None for an answer without rows. Reads two
     columns only."""
     import pyarrow as pa
-    import pyarrow.compute as pc
     import pyarrow.csv as pacsv
 
     if path.stat().st_size == 0:
@@ -130,6 +129,16 @@ def duplicate_rows(path: Path, taxon_id: int, result: Tally) -> set[int] | None:
     except pa.ArrowInvalid as exc:
         raise _arrow_error(exc, taxon_id) from None
     pa.default_memory_pool().release_unused()  # the parse buffers, before the second pass
+    try:
+        return _duplicates(table, result)
+    finally:
+        del table
+        pa.default_memory_pool().release_unused()  # the hash table: before the merge
+
+
+def _duplicates(table: Any, result: Tally) -> set[int] | None:
+    import pyarrow.compute as pc
+
     accessions = table["run_accession"]
     if not len(accessions):
         return None
@@ -289,12 +298,12 @@ def metadata_lines(db: Database, taxon_id: int, after: int,
     # Keyset pages: each starts past the last, so this ends with the rows. The later pages
     # compare only the row value, which SQLite seeks to in the index; with ``gen > ?`` beside
     # it each page would walk the index from the start of ``after`` (quadratic in the rows).
-    rows = db.query(
+    rows = db.tuples(
         "SELECT accession, line, listed, gen FROM ena_metadata WHERE taxon = ? AND gen > ? "
         "ORDER BY gen, accession LIMIT ?", (taxon_id, after, batch))
     while rows:
-        yield [tuple(row) for row in rows]  # type: ignore[misc]
-        rows = db.query(
+        yield rows  # type: ignore[misc]
+        rows = db.tuples(
             "SELECT accession, line, listed, gen FROM ena_metadata WHERE taxon = ? "
             "AND (gen, accession) > (?, ?) ORDER BY gen, accession LIMIT ?",
             (taxon_id, rows[-1][3], rows[-1][0], batch))

@@ -384,8 +384,8 @@ class AccessionList:
             writer.writerow(COLUMNS)
             last = 0
             while True:
-                rows = self.db.query(_EXPORT, (self.taxon_id, last, EXPORT_BATCH))
-                writer.writerows(_export_row(tuple(row)) for row in rows)
+                rows = self.db.tuples(_EXPORT, (self.taxon_id, last, EXPORT_BATCH))
+                writer.writerows(map(_export_row, rows))
                 if len(rows) < EXPORT_BATCH:
                     return
                 last = rows[-1][-1]
