@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 import pytest
 
 from backend.settings import load_settings
+from backend.state import accessions
 from backend.state.accessions import COLUMNS, AccessionList, Exclusion, Run, RunStatus
 
 
@@ -66,14 +67,21 @@ def test_a_bulk_insert_of_a_stored_run_writes_nothing(tmp_path):
     assert runs.db.query("SELECT 1 FROM sqlite_master WHERE name = 'runs_counted_in'")
 
 
-def test_the_export_is_what_each_run_would_write(tmp_path):
+@pytest.mark.parametrize("page", [1, 2, 1000])
+def test_the_export_is_what_each_run_would_write(tmp_path, monkeypatch, page):
+    monkeypatch.setattr(accessions, "EXPORT_BATCH", page)  # plain pages and long-way pages
     runs = accession_list(tmp_path)
+    runs.save(some_runs("ERR0"))
     fetched = Run("ERR2", fastq_files=("h/a_1.fastq.gz", "h/a,2.fq"), fastq_bytes=(5, 0),
                   fastq_md5=("x" * 32, "y" * 32), status=RunStatus.FETCHED,
                   fetched_at=datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC), contigs=5, n50=0,
                   assembly_status="assembled", attempts=3, last_error='say "hi"\nthere')
     runs.save([Run("ERR1"), fetched, Run("ERR3", worker="w1", droplet_ip="1.2.3.4",
-                                         status=RunStatus.ASSIGNED), *some_runs("ERR4")])
+                                         status=RunStatus.ASSIGNED), *some_runs("ERR4"),
+               Run("ERR6", fastq_files=("h/b.fq",), fastq_bytes=(0,), fastq_md5=("z" * 32,),
+                   status=RunStatus.FETCHED, fetched_at=datetime(2026, 1, 2, tzinfo=UTC),
+                   contigs=12, total_length=3, n50=1, assembly_path="ERR6/x.fa.gz"),
+               Run("ERR7", last_error="a\x00b"), Run("ERR8", worker="w\x1f2")])
     with runs.db.write() as con:  # stored otherwise than Run writes it: read through a Run
         con.execute("INSERT INTO runs (taxon, accession, fastq_files, fastq_bytes, fastq_md5, "
                     "fetched_at) VALUES (562, 'ERR5', 'a;;b;', '007;1', ';m', "

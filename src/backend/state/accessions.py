@@ -251,12 +251,39 @@ NEW_COLUMNS = ("taxon", "accession", "is_excluded", "exclusion_reason", "fastq_f
                "fastq_bytes", "fastq_md5", "total_bytes", "category")
 _INSERT_NEW = (f"INSERT INTO runs ({', '.join(NEW_COLUMNS)}) "
                f"VALUES ({', '.join('?' * len(NEW_COLUMNS))})")
-#: The export's columns (COLUMNS) from the stored ones, then seq for the next page.
+#: The export's columns (COLUMNS) as stored (is_excluded an integer), then seq.
 _EXPORT = (
-    "SELECT accession, CASE WHEN is_excluded THEN 'True' ELSE 'False' END, droplet_ip, "
+    "SELECT accession, is_excluded, droplet_ip, exclusion_reason, status, worker, fastq_files, "
+    "fastq_bytes, fastq_md5, attempts, last_error, fetched_at, "
+    f"{', '.join(ASSEMBLY_COLUMNS)}, seq FROM runs WHERE taxon = ? AND seq > ? AND seq <= ? "
+    "ORDER BY seq"
+)
+#: A row stored as :meth:`Run.to_sql` writes it (lists without empty items, sizes and times
+#: in canonical form, numbers as integers): its export row is its stored text as it is.
+_PLAIN = " AND ".join([
+    "typeof(is_excluded) = 'integer'", "typeof(attempts) = 'integer'",
+    *(f"typeof({c}) IN ('integer', 'null')" for c in ("contigs", "total_length", "n50")),
+    *(f"{c} NOT GLOB ';*' AND {c} NOT GLOB '*;' AND {c} NOT GLOB '*;;*'"
+      for c in ("fastq_files", "fastq_md5", "fastq_bytes")),
+    "fastq_bytes NOT GLOB '*[^0-9;]*' AND fastq_bytes NOT GLOB '0[0-9]*' "
+    "AND fastq_bytes NOT GLOB '*;0[0-9]*'",
+    "(fetched_at = '' OR fetched_at GLOB "
+    "'[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]T[0-9][0-9]:[0-9][0-9]:[0-9][0-9]Z')",
+    # printf ends a text at a NUL: such a row goes the long way
+    *(f"instr({c}, char(0)) = 0" for c in ("accession", "droplet_ip", "exclusion_reason",
+                                           "status", "worker", "fastq_files", "fastq_md5",
+                                           "last_error", "assembly_status", "assembly_path",
+                                           "assembly_md5", "assembly_error")),
+])
+#: Unit separator: joins a plain row's fields in SQLite; a page whose text holds no `,`,
+#: `"`, CR, NUL or other separator becomes CSV by one replace (the csv module would not quote).
+SEP = "\x1f"
+_EXPORT_LINES = (
+    f"SELECT seq, CASE WHEN {_PLAIN} THEN printf('{SEP.join(['%s'] * len(COLUMNS))}', "
+    "accession, CASE WHEN is_excluded THEN 'True' ELSE 'False' END, droplet_ip, "
     "exclusion_reason, status, worker, fastq_files, fastq_bytes, fastq_md5, attempts, "
-    f"last_error, fetched_at, {', '.join(ASSEMBLY_COLUMNS)}, seq FROM runs "
-    "WHERE taxon = ? AND seq > ? ORDER BY seq LIMIT ?"
+    f"last_error, fetched_at, {', '.join(ASSEMBLY_COLUMNS)}) END "  # NULL prints as ''
+    "FROM runs WHERE taxon = ? AND seq > ? ORDER BY seq LIMIT ?"
 )
 EXPORT_BATCH = 20_000
 _CANONICAL_LIST = re.compile(r"(?:[^;]+(?:;[^;]+)*)?\Z")
@@ -383,12 +410,17 @@ class AccessionList:
             writer = csv.writer(handle, lineterminator="\n")
             writer.writerow(COLUMNS)
             last = 0
-            while True:
-                rows = self.db.tuples(_EXPORT, (self.taxon_id, last, EXPORT_BATCH))
-                writer.writerows(map(_export_row, rows))
-                if len(rows) < EXPORT_BATCH:
-                    return
-                last = rows[-1][-1]
+            while rows := self.db.tuples(_EXPORT_LINES, (self.taxon_id, last, EXPORT_BATCH)):
+                lines = [line for _, line in rows]
+                page = None if None in lines else "\n".join(lines)
+                if (page is not None and page.count(SEP) == (len(COLUMNS) - 1) * len(rows)
+                        and page.count("\n") == len(rows) - 1
+                        and not any(c in page for c in ',"\r\x00')):
+                    handle.write(page.replace(SEP, ",") + "\n")
+                else:  # the page the long way, a run at a time
+                    writer.writerows(map(_export_row, self.db.tuples(
+                        _EXPORT, (self.taxon_id, last, rows[-1][0]))))
+                last = rows[-1][0]
 
         atomic_write_via(self.path, write)
         return self.path
@@ -401,9 +433,9 @@ def _export_row(row: tuple[Any, ...]) -> tuple[Any, ...]:
     files, sizes, md5s, fetched = row[6], row[7], row[8], row[11]
     if (_CANONICAL_LIST.match(files) and _CANONICAL_SIZES.match(sizes)
             and _CANONICAL_LIST.match(md5s) and (not fetched or _CANONICAL_TIME.match(fetched))):
-        return row[:-1]
+        return (row[0], str(bool(row[1])), *row[2:-1])
     values = dict(zip(COLUMNS, row[:-1], strict=True))
-    values["excluded"] = values["excluded"] == "True"
+    values["excluded"] = bool(values["excluded"])
     run = Run(values.pop("run_accession_number"), **{
         **values, "status": RunStatus(values["status"]), "fastq_files": _split(files),
         "fastq_bytes": tuple(int(x) for x in _split(sizes)), "fastq_md5": _split(md5s),
