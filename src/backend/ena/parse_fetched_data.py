@@ -10,8 +10,10 @@ the samplesheet. Re-filtering never loses a run's assignment or fetched state.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
+import sqlite3
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -30,11 +32,17 @@ from backend.state.transitions import selected
 # trailing newline through.
 ACCESSION = re.compile(r"[EDS]RR\d{6,12}\Z", re.ASCII)
 MD5 = re.compile(r"[0-9a-fA-F]{32}\Z", re.ASCII)
+MD5S = re.compile(r"[0-9a-fA-F]{32}(?:;[0-9a-fA-F]{32})*\Z", re.ASCII)
+#: `;`-joined sizes, each of ASCII digits only (as :func:`_digits`).
+SIZES = re.compile(r"[0-9]+(?:;[0-9]+)*\Z", re.ASCII)
 PAIRED_FILE = re.compile(r"_[12]\.f(?:ast)?q(?:\.gz)?\Z", re.ASCII)
 #: Runs decided and written per database transaction.
 FILTER_BATCH = 5000
+#: The same for a taxon without runs yet: inserted in bulk, larger transactions cost less.
+FRESH_BATCH = 20_000
 PATH = re.compile(r"(?P<host>[A-Za-z0-9.-]+(?::\d{1,5})?)/(?P<rest>[A-Za-z0-9._/+-]+)\Z",
                   re.ASCII)
+HOST = re.compile(r"[A-Za-z0-9.-]+(?::\d{1,5})?\Z", re.ASCII)
 
 
 @dataclass(frozen=True)
@@ -82,9 +90,10 @@ def choose_files(ftp: str, md5: str, sizes: str) -> Decision:
     paths, md5s, byte_counts = _split(ftp), _split(md5), _split(sizes)
     if not paths or not any(paths):
         return Decision(None, Exclusion.NO_FILES, "ENA lists no FASTQ files")
-    if len(md5s) != len(paths) or not all(MD5.match(m) for m in md5s):
+    # The parts hold no `;`: one match of the joined list checks each (faster per run).
+    if len(md5s) != len(paths) or not MD5S.match(";".join(md5s)):
         return Decision(None, Exclusion.NO_MD5, f"{len(paths)} files but MD5s {md5!r}")
-    if len(byte_counts) != len(paths) or not all(_digits(b) for b in byte_counts):
+    if len(byte_counts) != len(paths) or not SIZES.match(";".join(byte_counts)):
         return Decision(None, Exclusion.NO_FILES, f"sizes {sizes!r} do not match the files")
     picked: range | list[int] = range(len(paths))
     if len(paths) > 2:
@@ -132,8 +141,18 @@ def decide_values(values: Sequence[str], settings: Settings) -> Decision:
     bases = values[_AT["base_count"]] or "0"
     if settings.min_bases and (not _digits(bases) or int(bases) < settings.min_bases):
         return Decision(None, Exclusion.MIN_BASES, f"{bases} bases < {settings.min_bases}")
-    decision = choose_files(values[_AT["fastq_ftp"]], values[_AT["fastq_md5"]],
-                            values[_AT["fastq_bytes"]])
+    ftp, md5, sizes = values[_AT["fastq_ftp"]], values[_AT["fastq_md5"]], values[_AT["fastq_bytes"]]
+    fast = _plain_files(settings.fastq_hosts).match(f"{ftp}\t{md5}\t{sizes}")
+    if fast:
+        first, second, md5s, counts = fast["p1"], fast["p2"], fast.group("m1", "m2"), \
+            fast.group("s1", "s2")
+        if second is None and md5s[1] is None and counts[1] is None:
+            return Decision(Files((first,), (md5s[0].lower(),), (int(counts[0]),)))
+        if (second is not None and md5s[1] is not None and counts[1] is not None
+                and first.rsplit("/", 1)[1] != second.rsplit("/", 1)[1]):
+            return Decision(Files((first, second), (md5s[0].lower(), md5s[1].lower()),
+                                  (int(counts[0]), int(counts[1]))))
+    decision = choose_files(ftp, md5, sizes)
     if decision.files is None:
         return decision
     for path in decision.files.paths:
@@ -146,6 +165,24 @@ def decide_values(values: Sequence[str], settings: Settings) -> Decision:
         twice = next(name for name in names if names.count(name) > 1)
         return Decision(None, Exclusion.BAD_PATH, f"two files are named {twice!r}")
     return decision
+
+
+@functools.lru_cache(maxsize=8)
+def _plain_files(hosts: tuple[str, ...]) -> re.Pattern[str]:
+    """One or two files, MD5s and sizes (``fastq_ftp``, ``fastq_md5`` and ``fastq_bytes``
+    tab-joined) in the plain form most runs have, which :func:`choose_files`,
+    :func:`check_path` and the name check would each take: paths on allowed hosts without
+    ``//``, ``..`` or a trailing ``/``, no spaces or empty items. Anything else goes the long
+    way. Groups p1, p2 (paths), m1, m2 (MD5s), s1, s2 (sizes)."""
+    plain = [re.escape(host) for host in hosts
+             if host == host.lower() and host != ".." and HOST.match(host)]
+    if not plain:
+        return re.compile(r"(?!)")  # no host allowed: every run goes the long way
+    segment = r"(?!\.\.[/;\t])[A-Za-z0-9._+-]+"
+    path = rf"(?:{'|'.join(plain)})/{segment}(?:/{segment})*"
+    md5, size = r"[0-9a-fA-F]{32}", r"[0-9]+"
+    return re.compile(rf"(?P<p1>{path})(?:;(?P<p2>{path}))?\t(?P<m1>{md5})(?:;(?P<m2>{md5}))?"
+                      rf"\t(?P<s1>{size})(?:;(?P<s2>{size}))?\Z", re.ASCII)
 
 
 def selected_elsewhere(db: Database, taxa: Sequence[int], taxon_id: int,
@@ -186,7 +223,7 @@ def filter_taxon(settings: Settings, registry: Registry, taxon_id: int, now: dat
                     (taxon_id, after))[0]
     bar = Progress(progress, todo[0], "selecting")
     try:
-        for rows in metadata_lines(db, taxon_id, after, FILTER_BATCH):
+        for rows in metadata_lines(db, taxon_id, after, FRESH_BATCH if fresh else FILTER_BATCH):
             decided = [_decided(accession, line, listed, settings)
                        for accession, line, listed, _ in rows]
             owners = selected_elsewhere(db, taxa, taxon_id, [
@@ -223,12 +260,36 @@ def _store(accessions: AccessionList, decided: list[tuple[str, Decision]],
     """Fold a batch of decisions into the runs (one transaction); returns runs to fetch again.
     A taxon without runs yet skips the look-up of each batch's stored runs."""
     if fresh:
-        runs = {accession: Run(accession) for accession, _ in decided}
-        again = _fold(runs, decided, owners)
-        accessions.save(runs.values())
-        return again
+        try:
+            accessions.insert_new(_new_rows(accessions.taxon_id, decided, owners))
+            return 0
+        except sqlite3.IntegrityError:
+            pass  # some of these runs exist already (an earlier batch, another process)
     with accessions.edit(a for a, _ in decided) as runs:
         return _fold(runs, decided, owners)
+
+
+def _new_rows(taxon_id: int, decided: list[tuple[str, Decision]],
+              owners: dict[str, int]) -> list[tuple[object, ...]]:
+    """NEW_COLUMNS of runs not stored yet: what :func:`_fold` makes of a new :class:`Run`
+    (the last decision of an accession listed twice wins), without a Run per row."""
+    rows: dict[str, tuple[object, ...]] = {}
+    for accession, decision in decided:
+        files = decision.files
+        if files is not None and accession in owners:
+            files, decision = None, Decision(None, Exclusion.DUPLICATE,
+                                             f"selected under taxon {owners[accession]}")
+        if files is None:
+            assert decision.exclusion is not None
+            category = ("withdrawn" if decision.exclusion is Exclusion.WITHDRAWN
+                        else "excluded")
+            rows[accession] = (taxon_id, accession, 1, decision.exclusion.reason(decision.detail),
+                               "", "", "", 0, category)
+        else:
+            rows[accession] = (taxon_id, accession, 0, "", ";".join(files.paths),
+                               ";".join(map(str, files.sizes)), ";".join(files.md5s),
+                               sum(files.sizes), "pending")
+    return list(rows.values())
 
 
 def _fold(runs: dict[str, Run], decided: list[tuple[str, Decision]],

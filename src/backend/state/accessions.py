@@ -8,6 +8,7 @@ scripts (:meth:`AccessionList.export`); nothing reads it on a hot path. Runs cha
 from __future__ import annotations
 
 import csv
+import re
 import sqlite3
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -245,6 +246,50 @@ _UPSERT = (
     "ON CONFLICT (taxon, accession) DO UPDATE SET "
     + ", ".join(f"{c} = excluded.{c}" for c in SQL_COLUMNS[2:])
 )
+#: The columns :meth:`AccessionList.insert_new` sets (total_bytes and category last).
+NEW_COLUMNS = ("taxon", "accession", "is_excluded", "exclusion_reason", "fastq_files",
+               "fastq_bytes", "fastq_md5", "total_bytes", "category")
+_INSERT_NEW = (f"INSERT INTO runs ({', '.join(NEW_COLUMNS)}) "
+               f"VALUES ({', '.join('?' * len(NEW_COLUMNS))})")
+#: The export's columns (COLUMNS) as stored (is_excluded an integer), then seq.
+_EXPORT = (
+    "SELECT accession, is_excluded, droplet_ip, exclusion_reason, status, worker, fastq_files, "
+    "fastq_bytes, fastq_md5, attempts, last_error, fetched_at, "
+    f"{', '.join(ASSEMBLY_COLUMNS)}, seq FROM runs WHERE taxon = ? AND seq > ? AND seq <= ? "
+    "ORDER BY seq"
+)
+#: A row stored as :meth:`Run.to_sql` writes it (lists without empty items, sizes and times
+#: in canonical form, numbers as integers): its export row is its stored text as it is.
+_PLAIN = " AND ".join([
+    "typeof(is_excluded) = 'integer'", "typeof(attempts) = 'integer'",
+    *(f"typeof({c}) IN ('integer', 'null')" for c in ("contigs", "total_length", "n50")),
+    *(f"{c} NOT GLOB ';*' AND {c} NOT GLOB '*;' AND {c} NOT GLOB '*;;*'"
+      for c in ("fastq_files", "fastq_md5", "fastq_bytes")),
+    "fastq_bytes NOT GLOB '*[^0-9;]*' AND fastq_bytes NOT GLOB '0[0-9]*' "
+    "AND fastq_bytes NOT GLOB '*;0[0-9]*'",
+    "(fetched_at = '' OR fetched_at GLOB "
+    "'[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]T[0-9][0-9]:[0-9][0-9]:[0-9][0-9]Z')",
+    # printf ends a text at a NUL: such a row goes the long way
+    *(f"instr({c}, char(0)) = 0" for c in ("accession", "droplet_ip", "exclusion_reason",
+                                           "status", "worker", "fastq_files", "fastq_md5",
+                                           "last_error", "assembly_status", "assembly_path",
+                                           "assembly_md5", "assembly_error")),
+])
+#: Unit separator: joins a plain row's fields in SQLite; a page whose text holds no `,`,
+#: `"`, CR, NUL or other separator becomes CSV by one replace (the csv module would not quote).
+SEP = "\x1f"
+_EXPORT_LINES = (
+    f"SELECT seq, CASE WHEN {_PLAIN} THEN printf('{SEP.join(['%s'] * len(COLUMNS))}', "
+    "accession, CASE WHEN is_excluded THEN 'True' ELSE 'False' END, droplet_ip, "
+    "exclusion_reason, status, worker, fastq_files, fastq_bytes, fastq_md5, attempts, "
+    f"last_error, fetched_at, {', '.join(ASSEMBLY_COLUMNS)}) END "  # NULL prints as ''
+    "FROM runs WHERE taxon = ? AND seq > ? ORDER BY seq LIMIT ?"
+)
+EXPORT_BATCH = 20_000
+_CANONICAL_LIST = re.compile(r"(?:[^;]+(?:;[^;]+)*)?\Z")
+_CANONICAL_SIZES = re.compile(r"(?:(?:0|[1-9][0-9]*)(?:;(?:0|[1-9][0-9]*))*)?\Z", re.ASCII)
+_CANONICAL_TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z\Z",
+                             re.ASCII)
 #: SQLite's limit on host parameters is 32766; stay well below it.
 BATCH = 500
 CATEGORIES = ("pending", "assigned", "fetched", "failed", "excluded", "withdrawn")
@@ -330,17 +375,72 @@ class AccessionList:
         with self.db.write() as con:
             con.executemany(_UPSERT, (run.to_sql(self.taxon_id) for run in runs))
 
+    def insert_new(self, rows: list[tuple[Any, ...]]) -> None:
+        """Insert runs the taxon does not have yet, given as :data:`NEW_COLUMNS` tuples (the
+        other columns keep their defaults), in one transaction; counted into ``run_counts``
+        once per category instead of by the per-row trigger, which costs more than the insert
+        itself. Raises ``sqlite3.IntegrityError`` (nothing written) when one exists already."""
+        counts: dict[str, list[int]] = {}
+        for row in rows:
+            tally = counts.setdefault(row[-1], [0, 0])
+            tally[0] += 1
+            tally[1] += row[-2]
+        with self.db.write() as con:
+            # Within this transaction only: a crash or an error restores the trigger with the
+            # rest, and no other writer can insert while it holds the write lock.
+            trigger = con.execute("SELECT sql FROM sqlite_master WHERE type = 'trigger' AND "
+                                  "name = 'runs_counted_in'").fetchone()
+            if trigger is not None:
+                con.execute("DROP TRIGGER runs_counted_in")
+            con.executemany(_INSERT_NEW, rows)
+            if trigger is not None:
+                con.executemany(
+                    "INSERT INTO run_counts (taxon, category, runs, bytes) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT (taxon, category) DO UPDATE SET runs = runs + excluded.runs, "
+                    "bytes = bytes + excluded.bytes",
+                    [(self.taxon_id, category, runs, size)
+                     for category, (runs, size) in counts.items()])
+                con.execute(trigger[0])
+
     def export(self) -> Path:
-        """Write ``ENA_accession_numbers/<taxon>.csv`` atomically, row by row."""
+        """Write ``ENA_accession_numbers/<taxon>.csv`` atomically, from the stored text
+        (what :meth:`Run.to_text` gives, without a :class:`Run` per row)."""
 
         def write(handle: Any) -> None:
             writer = csv.writer(handle, lineterminator="\n")
             writer.writerow(COLUMNS)
-            for run in self.runs():
-                writer.writerow(run.to_text())
+            last = 0
+            while rows := self.db.tuples(_EXPORT_LINES, (self.taxon_id, last, EXPORT_BATCH)):
+                lines = [line for _, line in rows]
+                page = None if None in lines else "\n".join(lines)
+                if (page is not None and page.count(SEP) == (len(COLUMNS) - 1) * len(rows)
+                        and page.count("\n") == len(rows) - 1
+                        and not any(c in page for c in ',"\r\x00')):
+                    handle.write(page.replace(SEP, ",") + "\n")
+                else:  # the page the long way, a run at a time
+                    writer.writerows(map(_export_row, self.db.tuples(
+                        _EXPORT, (self.taxon_id, last, rows[-1][0]))))
+                last = rows[-1][0]
 
         atomic_write_via(self.path, write)
         return self.path
+
+
+def _export_row(row: tuple[Any, ...]) -> tuple[Any, ...]:
+    """An export row from :data:`_EXPORT` (seq last, dropped). Lists are stored ``;``-joined
+    and times in their text form, as :meth:`Run.to_text` writes them; a row stored otherwise
+    (empty list items, a number or time not in canonical form) goes through :class:`Run`."""
+    files, sizes, md5s, fetched = row[6], row[7], row[8], row[11]
+    if (_CANONICAL_LIST.match(files) and _CANONICAL_SIZES.match(sizes)
+            and _CANONICAL_LIST.match(md5s) and (not fetched or _CANONICAL_TIME.match(fetched))):
+        return (row[0], str(bool(row[1])), *row[2:-1])
+    values = dict(zip(COLUMNS, row[:-1], strict=True))
+    values["excluded"] = bool(values["excluded"])
+    run = Run(values.pop("run_accession_number"), **{
+        **values, "status": RunStatus(values["status"]), "fastq_files": _split(files),
+        "fastq_bytes": tuple(int(x) for x in _split(sizes)), "fastq_md5": _split(md5s),
+        "fetched_at": parse_time(fetched)})
+    return tuple(run.to_text())
 
 
 def _select(con: sqlite3.Connection, taxon_id: int, accessions: list[str]) -> dict[str, Run]:

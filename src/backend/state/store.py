@@ -204,6 +204,12 @@ class Database:
     def query(self, sql: str, params: tuple[Any, ...] | list[Any] = ()) -> list[sqlite3.Row]:
         return self.connection().execute(sql, params).fetchall()
 
+    def tuples(self, sql: str, params: tuple[Any, ...] | list[Any] = ()) -> list[tuple[Any, ...]]:
+        """:meth:`query` with plain tuples: for many rows, a :class:`sqlite3.Row` each costs."""
+        cursor = self.connection().cursor()
+        cursor.row_factory = None
+        return cursor.execute(sql, params).fetchall()
+
     def meta(self, key: str) -> str | None:
         row = self.connection().execute("SELECT value FROM meta WHERE key = ?", (key,))
         found = row.fetchone()
