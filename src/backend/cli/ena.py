@@ -14,9 +14,8 @@ from backend.timeutil import utc_now
 
 def cmd_fetch(args: argparse.Namespace, settings: Settings) -> int:
     """Check ENA and filter one taxon; prints what was seen and selected."""
-    from backend.ena.fetch_accession_links import check_taxon
     from backend.ena.metadata import refresh_metadata_export
-    from backend.ena.parse_fetched_data import filter_taxon
+    from backend.jobs import stages
 
     registry = Registry.from_settings(settings)
     row = registry.get(args.id)
@@ -26,10 +25,10 @@ def cmd_fetch(args: argparse.Namespace, settings: Settings) -> int:
     now = utc_now()
     show = sys.stdout.isatty()  # bars and phase lines for a person, not for a pipe
     phase(show, f"taxon {args.id}: asking ENA")
-    check = check_taxon(settings, registry, args.id, now, progress=show)
+    check = stages.check(settings, registry, args.id, now, progress=show)
     phase(show, f"taxon {args.id}: selecting among {check.new + check.changed + check.withdrawn} "
                 "new, changed or withdrawn runs")
-    result = filter_taxon(settings, registry, args.id, now, progress=show)
+    result = stages.select(settings, registry, args.id, now, progress=show)
     phase(show, f"taxon {args.id}: writing the exports")
     refresh_metadata_export(settings, args.id, force=True)
     export_taxon(settings, args.id)

@@ -33,10 +33,8 @@ from backend.logs import taxon_log
 from backend.settings import Settings
 from backend.state.registry import Registry
 from backend.state.store import Database
-from backend.state.transitions import checked, checking, warned
 from backend.timeutil import format_time, parse_time
 
-ACTOR = "check"
 #: Times a whole answer is asked for again when its rows and ENA's count differ too much.
 DRIFT_ATTEMPTS = 3
 #: Runs named per ``run_accession=`` query when asking about ``no_files`` runs again.
@@ -76,7 +74,8 @@ def due(db: Database, key: str, now: datetime, days: float) -> bool:
 
 def check_taxon(settings: Settings, registry: Registry, taxon_id: int, now: datetime,
                 client: EnaClient | None = None, progress: bool | None = None) -> CheckResult:
-    """Ask ENA for the taxon's runs and merge them; on failure mark the taxon, raise EnaError."""
+    """Ask ENA for the taxon's runs and merge them; on failure raise EnaError with the stored
+    data intact. Only reads the registry: `backend.jobs.stages` applies the transitions."""
     row = registry.get(taxon_id)
     log = taxon_log(taxon_id)
     db = metadata_db(settings)
@@ -85,7 +84,6 @@ def check_taxon(settings: Settings, registry: Registry, taxon_id: int, now: date
     full = empty or due(db, f"ena_full:{taxon_id}", now, settings.ena_full_check_days)
     since = None if full else since_date(row.last_checked)
     result = CheckResult(query=build_query(taxon_id, settings.ena_tax_match, since))
-    checking(registry, taxon_id, ACTOR)
     client = client or EnaClient(settings)
     download = metadata_path(settings.data_dir, taxon_id).with_name(f".{taxon_id}.download.tsv")
     download.parent.mkdir(parents=True, exist_ok=True)
@@ -95,11 +93,6 @@ def check_taxon(settings: Settings, registry: Registry, taxon_id: int, now: date
         if due(db, f"ena_no_files:{taxon_id}", now, settings.ena_no_files_recheck_days):
             recheck_no_files(client, settings, db, taxon_id, download, result)
             db.set_meta(f"ena_no_files:{taxon_id}", format_time(now))
-    except EnaError:
-        # Transient causes are the heartbeat's (the ENA circuit, the taxon's backoff), a
-        # permanent one is parked there with ENA's reason: never parked here for a count.
-        warned(registry, taxon_id, ACTOR)
-        raise
     finally:
         download.unlink(missing_ok=True)
     if full:
@@ -107,7 +100,6 @@ def check_taxon(settings: Settings, registry: Registry, taxon_id: int, now: date
     result.total = stored_rows(db, taxon_id)
     if full:  # an incremental check must not rewrite the whole export (`fetch` always does)
         refresh_metadata_export(settings, taxon_id)
-    checked(registry, taxon_id, now, bool(result.warnings), ACTOR)
     for warning in result.warnings:
         log.warning("{}", warning)
     log.info("checked ENA with {!r}: {} runs seen, {} new, {} changed, {} withdrawn, {} stored",

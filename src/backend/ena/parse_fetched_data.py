@@ -26,7 +26,6 @@ from backend.settings import Settings
 from backend.state.accessions import BATCH, AccessionList, Exclusion, Run, RunStatus
 from backend.state.registry import Registry
 from backend.state.store import Database
-from backend.state.transitions import selected
 
 # ASCII only (``\d`` would take any script's digits) and ``\Z``, not ``$``, which would let a
 # trailing newline through.
@@ -235,7 +234,6 @@ def filter_taxon(settings: Settings, registry: Registry, taxon_id: int, now: dat
         bar.close()
     db.set_meta(f"ena_filtered:{taxon_id}", f"{todo[1] or after} {rules_hash(settings)}")
     _count(result, accessions)
-    selected(settings, registry, taxon_id, "filter")
     taxon_log(taxon_id).info("decided {} changed runs; selected {}, withdrawn {}, excluded {}",
                              result.decided, result.selected, result.withdrawn,
                              dict(result.excluded))

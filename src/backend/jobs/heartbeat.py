@@ -122,7 +122,7 @@ class Jobs:
             logger.info("taxonomy names: {}", outcome)
 
     def _advance(self, taxon_id: int, now: datetime) -> str:
-        from backend.ena.parse_fetched_data import filter_taxon
+        from backend.jobs import stages  # ENA's parts load pyarrow: only when a taxon is due
 
         done = []
         stage = self.registry.get(taxon_id).stage
@@ -133,7 +133,7 @@ class Jobs:
             done.append("checked")
             stage = self.registry.get(taxon_id).stage
         if stage is Stage.FILTER and not self.stop.is_set():
-            filter_taxon(self.settings, self.registry, taxon_id, now)
+            stages.select(self.settings, self.registry, taxon_id, now)
             done.append("filtered")
             stage = self.registry.get(taxon_id).stage
         if stage is Stage.DISPATCH and not self.stop.is_set():
@@ -149,10 +149,10 @@ class Jobs:
         ENA not answering pauses every taxon's check (the circuit), not this taxon's alone;
         ENA answering others but failing this taxon makes this taxon wait its turn.
         """
-        from backend.ena.fetch_accession_links import check_taxon
+        from backend.jobs import stages
 
         try:
-            check_taxon(self.settings, self.registry, taxon_id, now)
+            stages.check(self.settings, self.registry, taxon_id, now)
         except OperationError as exc:
             if exc.permanent:
                 raise
