@@ -10,7 +10,7 @@ from pathlib import Path
 
 from backend.state.registry import COLUMNS
 
-from .conftest import cli_env
+from ..conftest import cli_env
 
 
 def read_rows(path: Path) -> list[dict[str, str]]:
