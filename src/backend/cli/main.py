@@ -200,14 +200,20 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
-    """The ENA stand-in and `serve` on the local backend in a temporary folder."""
-    from backend.demo.local import run_demo
+    """The ENA stand-in and `serve` on the local backend (or the DigitalOcean stand-in's
+    droplets) in a temporary folder."""
     from backend.logs import setup_logging
 
     folder = args.folder.resolve() if args.folder else None
     if folder is not None:
         setup_logging(folder / "data" / "logs", console=True)
-    return run_demo(args.port, folder, args.backend)
+    if args.backend == "digitalocean":
+        from backend.demo.do_standin.demo import run_do_demo
+
+        return run_do_demo(args.port, folder)
+    from backend.demo.local import run_demo
+
+    return run_demo(args.port, folder)
 
 
 def cmd_tick(args: argparse.Namespace, settings: Settings) -> int:

@@ -1,10 +1,9 @@
 """`microfetch demo`: the whole loop on this machine within a minute, no network, no account.
 
 Starts the ENA stand-in with a few small taxa, then `serve` on the local backend in a
-temporary folder, and prints the dashboard URL and an admin token. With
-``--backend digitalocean`` the workers are droplets of the DigitalOcean stand-in (sshds on
-127.0.0.N, so it needs root); it stops by itself once every taxon is complete and prints the
-cost estimates and the stand-in's ledger.
+temporary folder, and prints the dashboard URL and an admin token. The data and settings
+here are shared with ``--backend digitalocean`` (``demo/do_standin/demo.py``), whose workers
+are droplets of the DigitalOcean stand-in.
 """
 
 from __future__ import annotations
@@ -49,11 +48,7 @@ def demo_settings(folder: Path, ena: EnaStandIn, port: int,
     return load_settings(env)
 
 
-def run_demo(port: int, folder: Path | None = None, backend: str = "local") -> int:
-    if backend == "digitalocean":
-        from backend.demo.do_standin.demo import run_do_demo
-
-        return run_do_demo(port, folder)
+def run_demo(port: int, folder: Path | None = None) -> int:
     folder = folder or Path(tempfile.mkdtemp(prefix="microfetch-demo-"))
     folder.mkdir(parents=True, exist_ok=True)
     ena = EnaStandIn(demo_data()).start()
