@@ -79,7 +79,7 @@ def test_every_package_under_src_is_listed_for_the_wheel():
 
 def test_each_backend_imports_from_a_clean_install(installed: Path, tmp_path: Path):
     code = ("import backend.compute.local, backend.compute.ssh, backend.compute.digitalocean, "
-            "backend.compute.cloudinit, web; from backend.preflight import bundled_pipeline_dir; "
+            "backend.compute.cloudinit, web; from backend.pipeline import bundled_pipeline_dir; "
             "print(bundled_pipeline_dir())")
     result = subprocess.run([str(installed / "python"), "-c", code], cwd=tmp_path,
                             env=_env(tmp_path), capture_output=True, text=True, timeout=60)

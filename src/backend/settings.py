@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from backend.errors import SettingsError
-from backend.preflight import bundled_pipeline_dir
+from backend.pipeline import bundled_pipeline_dir
 
 Parser = Callable[[str], Any]
 
