@@ -77,6 +77,8 @@ def old_registry_module(folder: Path):
     """The registry module as it was before the database, imported under another name."""
     source = subprocess.run(["git", "-C", str(ROOT), "show", f"{OLD}:src/backend/registry.py"],
                             capture_output=True, text=True, check=True).stdout
+    # Its helpers moved into the state layer since; their behaviour did not change.
+    source = source.replace("from backend.statefile import", "from backend.state.statefile import")
     path = folder / "old_registry.py"
     path.write_text(source)
     spec = importlib.util.spec_from_file_location("old_registry", path)
