@@ -53,7 +53,6 @@ _UPSERT = (
     "VALUES (?, ?, ?, ?, 1, ?) ON CONFLICT (taxon, accession) DO UPDATE SET "
     "last_updated = excluded.last_updated, line = excluded.line, listed = 1, gen = excluded.gen"
 )
-_PREPARED: set[Path] = set()
 
 
 @dataclass
@@ -74,11 +73,7 @@ def metadata_path(data_dir: Path, taxon_id: int) -> Path:
 
 def metadata_db(settings: Settings) -> Database:
     """The state database, with the ``ena_metadata`` table this module owns."""
-    db = database_of(settings)
-    if db.path not in _PREPARED:
-        db.connection().executescript(SCHEMA)
-        _PREPARED.add(db.path)
-    return db
+    return database_of(settings).ensure(SCHEMA)
 
 
 def stored_rows(db: Database, taxon_id: int) -> int:

@@ -96,20 +96,8 @@ def backoff(failures: int, base: float, cap: float) -> timedelta:
 
 # The database -------------------------------------------------------------------------------
 
-_READY: set[str] = set()
-
-
-def _db(database: Database) -> Database:
-    """The database with the circuits table in place (created on first use)."""
-    key = str(database.path)
-    if key not in _READY:
-        database.connection().execute(SCHEMA)
-        _READY.add(key)
-    return database
-
-
 def read(database: Database, service: Service) -> Circuit:
-    rows = _db(database).query("SELECT * FROM circuits WHERE name = ?", (service.value,))
+    rows = database.ensure(SCHEMA).query("SELECT * FROM circuits WHERE name = ?", (service.value,))
     return _from_row(service, rows[0]) if rows else Circuit(service)
 
 
@@ -131,7 +119,7 @@ def _store(con: Any, circuit: Circuit) -> None:
 def record_failure(database: Database, service: Service, error: str, now: datetime,
                    base: float, cap: float) -> Circuit:
     """The service failed: open the circuit (or keep it open) with a longer pause."""
-    with _db(database).write() as con:
+    with database.ensure(SCHEMA).write() as con:
         old = _current(con, service)
         failures = old.failures + 1
         since = old.since if old.state is not State.CLOSED and old.since else now
@@ -145,7 +133,7 @@ def record_success(database: Database, service: Service, now: datetime) -> Circu
     """The service answered: close the circuit; returns the state it had before."""
     if read(database, service).state is State.CLOSED:
         return Circuit(service)  # the usual case costs a read, not a write transaction
-    with _db(database).write() as con:
+    with database.ensure(SCHEMA).write() as con:
         old = _current(con, service)
         if old.state is not State.CLOSED:
             _store(con, Circuit(service, State.CLOSED, now, 0, None, ""))
@@ -161,7 +149,7 @@ def claim_probe(database: Database, service: Service, now: datetime, base: float
     """
     if read(database, service).state is State.CLOSED:
         return True
-    with _db(database).write() as con:
+    with database.ensure(SCHEMA).write() as con:
         old = _current(con, service)
         if old.state is State.CLOSED:
             return True

@@ -35,9 +35,7 @@ CREATE TABLE IF NOT EXISTS name_lookups (
 
 def request_lookups(settings: Any, taxon_ids: list[int], now: datetime) -> None:
     """Ask the heartbeat to look these taxa up (added through the web, no name yet)."""
-    db = database_of(settings)
-    with db.write() as con:
-        con.execute(SCHEMA)
+    with database_of(settings).ensure(SCHEMA).write() as con:
         con.executemany("INSERT INTO name_lookups (taxon, state, at) VALUES (?, 'pending', ?) "
                         "ON CONFLICT (taxon) DO UPDATE SET state = 'pending', at = excluded.at",
                         [(taxon_id, format_time(now)) for taxon_id in taxon_ids])
@@ -45,8 +43,7 @@ def request_lookups(settings: Any, taxon_ids: list[int], now: datetime) -> None:
 
 def pending(settings: Any, now: datetime) -> list[int]:
     """Taxa waiting for a look-up, oldest request first."""
-    db = database_of(settings)
-    db.connection().execute(SCHEMA)
+    db = database_of(settings).ensure(SCHEMA)
     return [taxon for taxon, state, at in db.query(
         "SELECT taxon, state, at FROM name_lookups WHERE state IN ('pending', 'unreachable') "
         "ORDER BY at") if _due(state, parse_time(at), now)]

@@ -145,6 +145,7 @@ class Database:
         self._local = threading.local()
         self._ready = threading.Lock()
         self._prepared = False
+        self._ensured: set[str] = set()
 
     def connection(self) -> sqlite3.Connection:
         """This thread's connection, with the schema in place and old files imported."""
@@ -179,6 +180,22 @@ class Database:
         from backend.state.legacy import import_legacy_files
 
         import_legacy_files(self)
+
+    def ensure(self, schema: str) -> Database:
+        """This database with a module's own tables in place (``CREATE ... IF NOT EXISTS``
+        statements), made once per process rather than on every use. A statement at a time:
+        ``executescript`` would first commit a transaction the caller has open."""
+        if schema not in self._ensured:
+            con, statement = self.connection(), ""
+            for line in schema.splitlines(keepends=True):
+                statement += line
+                if sqlite3.complete_statement(statement):
+                    con.execute(statement)
+                    statement = ""
+            if statement.strip():  # the last statement needs no `;`
+                con.execute(statement)
+            self._ensured.add(schema)
+        return self
 
     @contextmanager
     def write(self) -> Iterator[sqlite3.Connection]:

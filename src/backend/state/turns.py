@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from backend.state.circuit import MAX_ERROR_CHARS, backoff
-from backend.state.store import Database, database_of
+from backend.state.store import database_of
 from backend.timeutil import format_time, parse_time
 
 SCHEMA = """
@@ -25,7 +25,6 @@ CREATE TABLE IF NOT EXISTS taxon_backoff (
 )
 """
 
-_READY: set[str] = set()
 
 
 @dataclass(frozen=True)
@@ -36,17 +35,9 @@ class Wait:
     last_error: str
 
 
-def _db(database: Database) -> Database:
-    key = str(database.path)
-    if key not in _READY:
-        database.connection().execute(SCHEMA)
-        _READY.add(key)
-    return database
-
-
 def taxon_failed(settings: Any, taxon: int, error: str, now: datetime) -> Wait:
     """Count a transient failure of the taxon's pass; returns when it is tried next."""
-    database = _db(database_of(settings))
+    database = database_of(settings).ensure(SCHEMA)
     with database.write() as con:
         row = con.execute("SELECT failures FROM taxon_backoff WHERE taxon = ?",
                           (taxon,)).fetchone()
@@ -64,7 +55,7 @@ def taxon_failed(settings: Any, taxon: int, error: str, now: datetime) -> Wait:
 
 def taxon_passed(settings: Any, taxon: int) -> None:
     """The taxon's pass got through: its next turn comes as usual."""
-    database = _db(database_of(settings))
+    database = database_of(settings).ensure(SCHEMA)
     if database.query("SELECT 1 FROM taxon_backoff WHERE taxon = ?", (taxon,)):
         with database.write() as con:
             con.execute("DELETE FROM taxon_backoff WHERE taxon = ?", (taxon,))
@@ -72,7 +63,7 @@ def taxon_passed(settings: Any, taxon: int) -> None:
 
 def waits(settings: Any) -> dict[int, Wait]:
     """Every taxon now waiting or having waited, by taxon (the heartbeat compares to now)."""
-    rows = _db(database_of(settings)).query("SELECT * FROM taxon_backoff")
+    rows = database_of(settings).ensure(SCHEMA).query("SELECT * FROM taxon_backoff")
     found = {}
     for row in rows:
         next_try = parse_time(row["next_try"])
