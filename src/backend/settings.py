@@ -590,12 +590,6 @@ def hidden(value: Any) -> str:
     return "'<set>'" if value else "''"
 
 
-def secrets(settings: Settings) -> list[str]:
-    """The secret values now set (to scrub from text shown to people)."""
-    return [str(getattr(settings, f.name)) for f in fields(settings)
-            if f.metadata.get("secret") and getattr(settings, f.name)]
-
-
 def setting_specs() -> list[dict[str, Any]]:
     """Name, default as shown to a person, and meaning of every setting (for docs)."""
     specs = []

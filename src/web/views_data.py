@@ -66,7 +66,7 @@ def taxon_state(settings: Settings, row: Taxon, updated: str,
     done = progress(counts if counts is not None
                     else AccessionList(db, row.taxonomy_id).counts())
     wanted = run_errors or row.last_run_status.value in ("error", "warning")
-    last_error = row.needs_attention or (last_run_error(db, row.taxonomy_id)
+    last_error = row.needs_attention or (AccessionList(db, row.taxonomy_id).last_error()
                                          if done.wanted and wanted else "")
     return {
         "taxonomy_id": row.taxonomy_id,
@@ -86,13 +86,6 @@ def taxon_state(settings: Settings, row: Taxon, updated: str,
         "updated": updated,
         "workers": [worker_json(w) for w in workers if w.taxon_id == row.taxonomy_id],
     }
-
-
-def last_run_error(db: Database, taxon_id: int) -> str:
-    """The taxon's newest run error (the partial index runs_with_errors finds it at once)."""
-    rows = db.query("SELECT last_error FROM runs WHERE taxon = ? AND last_error != '' "
-                    "ORDER BY seq DESC LIMIT 1", (taxon_id,))
-    return rows[0][0] if rows else ""
 
 
 def last_updates(db: Database) -> dict[int, str]:

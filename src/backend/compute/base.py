@@ -31,15 +31,28 @@ class WorkerState(StrEnum):
     CRASHED = "crashed"    # the runner kept crashing and its supervisor gave up
 
 
-def state_from_supervisor(answer: dict[str, Any], folder_exists: bool = True) -> WorkerState:
-    """``supervise.py --status``'s JSON as a backend state."""
+def last_json(stdout: str) -> dict[str, Any] | None:
+    """The JSON object a worker script prints as its last line; None when there is none."""
+    try:
+        value = json.loads(stdout.strip().splitlines()[-1])
+    except (IndexError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def state_from_supervisor(answer: dict[str, Any] | None) -> WorkerState:
+    """``supervise.py --status``'s JSON as a backend state. No readable answer is "not yet
+    known" (STARTING), never GONE: the collector would take a gone worker's data and destroy it,
+    and a worker that stays unknown meets the reconciler's deadlines instead."""
+    if answer is None:
+        return WorkerState.STARTING
     state = answer.get("state")
     if state == "done":
         return WorkerState.DONE
     if state == "running":
         return WorkerState.RUNNING
     if state == "absent":
-        return WorkerState.STARTING if folder_exists else WorkerState.GONE
+        return WorkerState.STARTING
     if state == "bad_summary":
         return WorkerState.DONE  # finished, but its summary is bad: collection holds it
     if state == "crashed":

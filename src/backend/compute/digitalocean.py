@@ -334,8 +334,6 @@ class DigitalOceanBackend(ComputeBackend):
                     "it is destroyed and its runs go back to pending")
             self.sleep(next(waits))
 
-    # bootstrap -----------------------------------------------------------------------------
-
     # firewall ------------------------------------------------------------------------------
 
     @property

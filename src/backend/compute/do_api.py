@@ -36,7 +36,6 @@ from backend.errors import OperationError
 from backend.retry import TRANSIENT_HTTP_ERRORS, GaveUp, RetryPolicy, describe, http_policy
 from backend.timeutil import parse_time
 
-RETRY_STATUSES = retry.RETRY_STATUSES
 DEFAULT_API_URL = "https://api.digitalocean.com/v2"
 #: The longest wait a retry header may ask for; anything longer or unreadable is capped here.
 MAX_RETRY_AFTER = retry.MAX_WAIT

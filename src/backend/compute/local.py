@@ -6,7 +6,6 @@ Pulling still goes through rsync, so local and remote workers take the same path
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import signal
@@ -23,6 +22,7 @@ from backend.compute.base import (
     LiveWorker,
     SaveRecord,
     WorkerState,
+    last_json,
     runner_env,
     state_from_supervisor,
 )
@@ -84,7 +84,7 @@ class LocalBackend(ComputeBackend):
     def pull(self, record: WorkerRecord, dest: Path, timeout: int) -> None:
         dest.mkdir(parents=True, exist_ok=True)
         argv = rsync_pull_argv(str(self.folder(record) / "out"), dest, timeout)
-        run(argv, timeout=None, what=f"rsync of worker {record.name}")
+        run(argv, what=f"rsync of worker {record.name}")
 
     def remove_runs(self, record: WorkerRecord, runs: Sequence[str]) -> None:
         out = self.folder(record) / "out"
@@ -122,11 +122,8 @@ def _supervisor(folder: Path, action: str, pipeline: Path) -> dict[str, Any]:
     result = subprocess.run([sys.executable, str(pipeline / "bin" / "supervise.py"), action,
                              *extra, str(folder)],
                             capture_output=True, text=True, timeout=60, env=runner_env())
-    try:
-        answer = json.loads(result.stdout.strip().splitlines()[-1])
-    except (IndexError, ValueError):
-        answer = {"state": "absent", "detail": result.stderr.strip()[-300:]}
-    return answer if isinstance(answer, dict) else {"state": "absent"}
+    return last_json(result.stdout) or {"state": "absent",
+                                        "detail": result.stderr.strip()[-300:]}
 
 
 def _preflight(folder: Path) -> None:
@@ -139,10 +136,7 @@ def _preflight(folder: Path) -> None:
 
 
 def _preflight_reason(stdout: str, stderr: str) -> str:
-    try:
-        problems = json.loads(stdout.strip().splitlines()[-1]).get("reasons")
-    except (IndexError, ValueError, AttributeError):
-        problems = None
+    problems = (last_json(stdout) or {}).get("reasons")
     return "; ".join(map(str, problems)) if problems else (stderr.strip()[-300:] or "unknown")
 
 

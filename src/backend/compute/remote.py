@@ -11,8 +11,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
-import json
-import re
 import shlex
 import stat
 import time
@@ -22,14 +20,12 @@ from pathlib import Path, PurePosixPath
 
 import paramiko
 
-from backend.compute.base import WorkerState, state_from_supervisor
+from backend.compute.base import WorkerState, last_json, state_from_supervisor
 from backend.errors import OperationError
 from backend.retry import GaveUp, ssh_policy
+from backend.state.accessions import ACCESSION
 from backend.state.statefile import atomic_write_text
 from backend.state.workers import NAME_PATTERN
-
-#: What a run folder's name may be (a run accession) before it is put in a command.
-ACCESSION = re.compile(r"^[EDS]RR[0-9]{6,12}$", re.ASCII)
 
 
 @dataclass(frozen=True)
@@ -160,12 +156,11 @@ def preflight(client: paramiko.SSHClient, remote_dir: str) -> None:
     """The worker's own check (Python >= 3.9, disk, tools) before its chunk starts."""
     folder = _checked(remote_dir)
     out = run(client, f"python3 {folder}/nextflow/bin/preflight.py {folder} || true")
-    try:
-        report = json.loads(out.strip().splitlines()[-1])
-    except (IndexError, ValueError):
+    report = last_json(out)
+    if report is None:
         raise OperationError(f"the worker host cannot run the chunk: python3 is missing or "
                              f"too old to run preflight.py ({out.strip()[-200:]})",
-                             permanent=True) from None
+                             permanent=True)
     if not report.get("ok"):
         raise OperationError("the worker host cannot run the chunk: "
                              + "; ".join(map(str, report.get("reasons") or ["unknown"])),
@@ -203,11 +198,7 @@ def runner_state(client: paramiko.SSHClient, remote_dir: str) -> WorkerState:
     folder = _checked(remote_dir)
     out = run(client, f"if [ -d {folder} ]; then python3 {folder}/nextflow/bin/supervise.py "
                       f"--status {folder}; else echo '{{\"state\": \"gone\"}}'; fi")
-    try:
-        answer = json.loads(out.strip().splitlines()[-1])
-    except (IndexError, ValueError):
-        answer = {"state": "gone"}
-    return state_from_supervisor(answer)
+    return state_from_supervisor(last_json(out))
 
 
 def remove_worker(client: paramiko.SSHClient, remote_dir: str) -> None:
@@ -279,4 +270,4 @@ def pull_out(target: SshTarget, remote_dir: str, dest: Path, known_hosts: Path,
     rsh = rsync_rsh(target, write_known_hosts(target, known_hosts), connect_timeout)
     dest.mkdir(parents=True, exist_ok=True)
     argv = rsync_pull_argv(f"{target.user}@{target.host}:{remote_dir}/out", dest, io_timeout, rsh)
-    run_local(argv, timeout=None, what=what)
+    run_local(argv, what)

@@ -28,38 +28,23 @@ def rsync_pull_argv(source: str, dest: Path, io_timeout: int,
     return [*argv, source.rstrip("/") + "/", str(dest).rstrip("/") + "/"]
 
 
-def run(argv: Sequence[str], timeout: float | None, what: str,
-        grace: float = 30.0) -> subprocess.CompletedProcess[str]:
+def run(argv: Sequence[str], what: str) -> subprocess.CompletedProcess[str]:
     """Run a command; OperationError naming ``what`` when it fails.
 
-    ``timeout`` None: no wall-clock limit (rsync's own ``--timeout`` ends a transfer that stops
-    moving, keeping its partial file). When a limit is given and passed, the command gets
-    SIGTERM — rsync then saves its partial file for the next pass — and SIGKILL only after
-    ``grace`` seconds more.
+    No wall-clock limit: rsync's own ``--timeout`` ends a transfer that stops moving and keeps
+    its partial file, while a large transfer that moves may take as long as it needs.
     """
     try:
-        process = subprocess.Popen(list(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                   text=True)
+        result = subprocess.run(list(argv), capture_output=True, text=True)
     except FileNotFoundError as exc:
         raise OperationError(
             f"{what} failed: {argv[0]} is not installed (apt-get install {argv[0]})",
             permanent=True,
         ) from exc
-    try:
-        stdout, stderr = process.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        process.terminate()
-        try:
-            process.communicate(timeout=grace)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.communicate()
-        raise OperationError(f"{what} took more than {timeout:.0f} s and was stopped; the "
-                             "next pass resumes it") from None
-    if process.returncode != 0:
-        detail = (stderr or stdout).strip().splitlines()
+    if result.returncode != 0:
+        detail = (result.stderr or result.stdout).strip().splitlines()
         raise OperationError(
-            f"{what} failed with exit code {process.returncode}: "
+            f"{what} failed with exit code {result.returncode}: "
             f"{detail[-1] if detail else 'no output'}"
         )
-    return subprocess.CompletedProcess(list(argv), process.returncode, stdout, stderr)
+    return result

@@ -15,7 +15,7 @@ from typing import Any
 
 import requests
 
-from backend import __version__, retry
+from backend import __version__
 from backend.errors import OperationError
 from backend.retry import GaveUp, http_policy
 from backend.settings import Settings
@@ -28,8 +28,6 @@ FIELDS = (
     "fastq_ftp", "fastq_bytes", "fastq_md5", "first_public", "last_updated",
 )
 USER_AGENT = f"microfetch/{__version__} (+https://github.com/microfetch/microfetch)"
-RETRY_STATUSES = retry.RETRY_STATUSES
-MAX_RETRY_AFTER = retry.MAX_WAIT
 #: Bytes asked for per read of an answer.
 CHUNK = 1 << 20
 #: A header line longer than this is not ENA's.
@@ -71,7 +69,7 @@ class EnaClient:
         self.clock = clock
         self.session = session or requests.Session()
         self.session.headers["User-Agent"] = USER_AGENT
-        self.sleep, self.backoff = sleep, backoff
+        self.sleep = sleep
         self.limit = RateLimit(settings.ena_max_rps, sleep=sleep)
         # No jitter: the rate limit already spaces every thread's requests.
         self.policy = http_policy(settings.ena_retries, base=backoff)

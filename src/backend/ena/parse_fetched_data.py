@@ -23,13 +23,10 @@ from backend.ena.client import FIELDS, Progress
 from backend.ena.metadata import metadata_db, metadata_lines
 from backend.logs import taxon_log
 from backend.settings import Settings
-from backend.state.accessions import BATCH, AccessionList, Exclusion, Run, RunStatus
+from backend.state.accessions import ACCESSION, BATCH, AccessionList, Exclusion, Run, RunStatus
 from backend.state.registry import Registry
 from backend.state.store import Database
 
-# ASCII only (``\d`` would take any script's digits) and ``\Z``, not ``$``, which would let a
-# trailing newline through.
-ACCESSION = re.compile(r"[EDS]RR\d{6,12}\Z", re.ASCII)
 MD5 = re.compile(r"[0-9a-fA-F]{32}\Z", re.ASCII)
 MD5S = re.compile(r"[0-9a-fA-F]{32}(?:;[0-9a-fA-F]{32})*\Z", re.ASCII)
 #: `;`-joined sizes, each of ASCII digits only (as :func:`_digits`).

@@ -23,6 +23,10 @@ from backend.state.statefile import atomic_write_via
 from backend.state.store import Database, database_of
 from backend.timeutil import format_time, parse_time
 
+#: A run accession, ASCII only (``\d`` would take any script's digits) and ``\Z``, not ``$``,
+#: which would let a trailing newline through: accessions become paths, URLs and arguments.
+ACCESSION = re.compile(r"[EDS]RR[0-9]{6,12}\Z", re.ASCII)
+
 
 class RunStatus(StrEnum):
     PENDING = "pending"
@@ -351,6 +355,7 @@ class AccessionList:
         return counts_by_taxon(self.db, self.taxon_id).get(self.taxon_id, empty_counts())
 
     def last_error(self) -> str:
+        """The newest run error (the partial index ``runs_with_errors`` finds it at once)."""
         rows = self.db.query("SELECT last_error FROM runs WHERE taxon = ? AND last_error != '' "
                              "ORDER BY seq DESC LIMIT 1", (self.taxon_id,))
         return rows[0][0] if rows else ""

@@ -26,7 +26,6 @@ from backend.errors import OperationError
 
 #: How long a writer waits for another process's write transaction before failing.
 BUSY_TIMEOUT_SECONDS = 60.0
-SCHEMA_VERSION = 1
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
