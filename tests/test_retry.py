@@ -315,7 +315,6 @@ def test_a_refused_key_fails_at_once_and_is_not_retried(tmp_path):
         {("127.0.0.1", 22): ConnectionRefusedError(111, "refused")}), True),
     (ConnectionResetError(104, "reset"), True),
     (TimeoutError("timed out"), True),
-    (TimeoutError("timed out"), True),
     (EOFError(), True),
     (OSError(113, "No route to host"), True),
     (paramiko.SSHException("Error reading SSH protocol banner"), True),

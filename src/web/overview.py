@@ -22,21 +22,11 @@ from backend.timeutil import format_time
 WINDOW = timedelta(hours=1)
 #: The ETA table lists at most this many taxa (those nearest to done first).
 ETA_ROWS = 25
-HISTORY_INDEXES = (
-    "CREATE INDEX IF NOT EXISTS web_history_by_field_time ON history (field, time)",
-    "CREATE INDEX IF NOT EXISTS web_history_by_field_taxon ON history (field, taxon, id)",
-)
-_prepared: set[str] = set()
-
-
-def ensure_history_indexes(db: Database) -> None:
-    """Indexes that find cost estimates without reading the whole history."""
-    if str(db.path) in _prepared:
-        return
-    with db.write() as con:
-        for statement in HISTORY_INDEXES:
-            con.execute(statement)
-    _prepared.add(str(db.path))
+#: Indexes that find cost estimates without reading the whole history.
+HISTORY_INDEXES = """
+CREATE INDEX IF NOT EXISTS web_history_by_field_time ON history (field, time);
+CREATE INDEX IF NOT EXISTS web_history_by_field_taxon ON history (field, taxon, id);
+"""
 
 
 def totals(db: Database) -> dict[str, int]:
@@ -111,7 +101,7 @@ def spend(db: Database, settings: Settings, now: datetime) -> dict[str, Any]:
 
 def last_cost_estimate(db: Database, taxon_id: int) -> dict[str, Any] | None:
     """The taxon's last dispatch estimate (what it moves and, where it bills, costs)."""
-    ensure_history_indexes(db)
+    db.ensure(HISTORY_INDEXES)
     row = db.query("SELECT new FROM history WHERE field = 'cost_estimate' AND taxon = ? "
                    "AND batch IS NULL ORDER BY id DESC LIMIT 1", (taxon_id,))
     value = json.loads(row[0][0] or "null") if row else None
@@ -236,7 +226,7 @@ def overview(settings: Settings, states: list[dict[str, Any]], now: datetime
              ) -> dict[str, Any]:
     """Everything the overview shows, as the JSON API gives it."""
     db = database_of(settings)
-    ensure_history_indexes(db)
+    db.ensure(HISTORY_INDEXES)
     recent = recent_fetches(db, now)
     all_totals = totals(db)
     runs_hour = sum(r for r, _ in recent.values())

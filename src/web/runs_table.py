@@ -8,7 +8,6 @@ first use (``CREATE INDEX IF NOT EXISTS``), once per database per process.
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -17,14 +16,15 @@ from backend.state.store import Database
 #: What a column is sorted by: the SQL expression (an indexed column of ``runs``).
 SORTS = {"accession": "accession", "status": "category", "size": "total_bytes",
          "attempts": "attempts", "fetched": "fetched_at", "order": "seq"}
-#: Every sort but ``order`` (the rowid) needs an index on (taxon, key, seq).
-INDEXES = (
-    "CREATE INDEX IF NOT EXISTS web_runs_by_size ON runs (taxon, total_bytes, seq)",
-    "CREATE INDEX IF NOT EXISTS web_runs_by_attempts ON runs (taxon, attempts, seq)",
-    "CREATE INDEX IF NOT EXISTS web_runs_by_fetched ON runs (taxon, fetched_at, seq)",
-    "CREATE INDEX IF NOT EXISTS web_runs_by_category ON runs (taxon, category, seq)",
-    # (taxon, accession) is already unique in the schema; its entries end with the rowid (seq).
-)
+#: Every sort but ``order`` (the rowid) needs an index on (taxon, key, seq); (taxon, category,
+#: seq) and (taxon, accession) are in the store's schema. An older release made a copy of the
+#: first here, which every write to ``runs`` paid for.
+INDEXES = """
+CREATE INDEX IF NOT EXISTS web_runs_by_size ON runs (taxon, total_bytes, seq);
+CREATE INDEX IF NOT EXISTS web_runs_by_attempts ON runs (taxon, attempts, seq);
+CREATE INDEX IF NOT EXISTS web_runs_by_fetched ON runs (taxon, fetched_at, seq);
+DROP INDEX IF EXISTS web_runs_by_category;
+"""
 PAGE_SIZES = (25, 50, 100, 200)
 #: Up to this many runs matching a search are sorted after a range scan of the accession
 #: index; beyond it the sort index is walked instead (see prefix_terms).
@@ -51,10 +51,6 @@ EXCLUSION_WORDS = {
     "withdrawn": "withdrawn or suppressed at ENA since it was listed",
 }
 
-_prepared: set[str] = set()
-_prepare_lock = threading.Lock()
-
-
 class BadQuery(ValueError):
     """A sort, cursor, page size or search the runs table cannot take."""
 
@@ -66,20 +62,6 @@ def explain_exclusion(reason: str) -> str:
     if words is None:
         return reason
     return f"{words} ({detail.strip()})" if detail.strip() else words
-
-
-def ensure_indexes(db: Database) -> None:
-    """The paging indexes, created once per database file per process."""
-    key = str(db.path)
-    if key in _prepared:
-        return
-    with _prepare_lock:
-        if key in _prepared:
-            return
-        with db.write() as con:
-            for statement in INDEXES:
-                con.execute(statement)
-        _prepared.add(key)
 
 
 @dataclass(frozen=True)
@@ -136,7 +118,7 @@ class Page:
 
 def runs_page(db: Database, taxon_id: int, query: Query) -> Page:
     """One page of a taxon's runs, and the cursor of the next page (empty on the last)."""
-    ensure_indexes(db)
+    db.ensure(INDEXES)
     note = ""
     if too_many_to_sort(db, taxon_id, query):
         note = (f"More than {SORTED_MATCHES:,} runs start with {query.prefix}: they are shown "

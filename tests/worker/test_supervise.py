@@ -197,6 +197,8 @@ def test_the_systemd_unit_verifies_and_runs_the_supervisor_of_the_instance_folde
 def test_systemd_analyze_catches_a_broken_unit(tmp_path):
     analyze = shutil.which("systemd-analyze")
     if analyze is None:
+        if os.environ.get("CI"):
+            raise AssertionError("CI must install Debian's systemd for systemd-analyze")
         pytest.skip("systemd-analyze is not installed")
     broken = UNIT.read_text().replace("Restart=on-failure", "Restart=sometimes")
     (tmp_path / UNIT.name).write_text(broken)
