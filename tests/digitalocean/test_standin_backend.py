@@ -72,6 +72,18 @@ def test_a_dead_droplet_is_unreachable_though_the_api_lists_it(running, standin)
         backend.status(record)
 
 
+def test_runs_already_home_are_removed_from_the_droplet_and_no_others(running):
+    backend, record = running
+    out = Path(record.remote_dir) / "out"
+    for run in ("ERR1000001", "ERR1000002"):
+        (out / run).mkdir(parents=True)
+        (out / run / f"{run}_1.fastq.gz").write_bytes(b"reads")
+
+    backend.remove_runs(record, ["ERR1000001", "../ERR1000002", "ERR1000002\n"])
+
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith("ERR")) == ["ERR1000002"]
+
+
 def test_destroying_the_worker_stops_the_droplet_and_the_bill(running, standin):
     backend, record = running
 

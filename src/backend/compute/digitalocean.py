@@ -376,6 +376,10 @@ class DigitalOceanBackend(ComputeBackend):
                         self.settings.ssh_connect_timeout,
                         f"rsync of droplet {record.droplet_id} ({record.name})")
 
+    def remove_runs(self, record: WorkerRecord, runs: Sequence[str]) -> None:
+        remote.remove_runs_of(self.target(record), record.remote_dir, list(runs),
+                              self.settings.ssh_connect_timeout)
+
     def destroy(self, record: WorkerRecord) -> None:
         """Destroy the recorded droplet; with no id recorded, every droplet of the worker."""
         if record.droplet_id is not None:

@@ -261,6 +261,16 @@ def state_of(target: SshTarget, remote_dir: str, connect_timeout: float) -> Work
         client.close()
 
 
+def remove_runs_of(target: SshTarget, remote_dir: str, runs: list[str],
+                   connect_timeout: float) -> None:
+    """:func:`remove_runs` on its own connection (collect while fetching)."""
+    client = connect(target, connect_timeout, connect_timeout)
+    try:
+        remove_runs(client, remote_dir, runs)
+    finally:
+        client.close()
+
+
 def pull_out(target: SshTarget, remote_dir: str, dest: Path, known_hosts: Path,
              io_timeout: int, connect_timeout: int, what: str) -> None:
     """rsync the worker's ``out/`` home over ssh, with the pinned key only."""

@@ -146,11 +146,8 @@ class SshBackend(ComputeBackend):
         return Path(self.settings.data_dir) / "ssh" / f"{record.name}.known_hosts"
 
     def remove_runs(self, record: WorkerRecord, runs: Sequence[str]) -> None:
-        client = self._connect(self.target(record))
-        try:
-            remote.remove_runs(client, record.remote_dir, list(runs))
-        finally:
-            client.close()
+        remote.remove_runs_of(self.target(record), record.remote_dir, list(runs),
+                              self.settings.ssh_connect_timeout)
 
     def destroy(self, record: WorkerRecord) -> None:
         if not record.remote_dir:
