@@ -102,9 +102,9 @@ class Collector:
         staging = Path(self.settings.data_dir) / "staging" / record.name
         self.backend.pull(record, staging, self.settings.rsync_timeout)
         accessions = AccessionList.of(self.settings, record.taxon_id)
-        waiting = [a for a, run in accessions.get(record.runs).items()
-                   if run.status is RunStatus.ASSIGNED and run.worker == record.name]
-        verdict = verify_worker_output(staging, waiting, accessions.get(waiting),
+        waiting = {a: run for a, run in accessions.get(record.runs).items()
+                   if run.status is RunStatus.ASSIGNED and run.worker == record.name}
+        verdict = verify_worker_output(staging, list(waiting), waiting,
                                        finished=False,
                                        products=record.extra.get("products", "reads"))
         if verdict.problems or not verdict.ok:

@@ -29,7 +29,8 @@ def send_alerts(registry: Registry, state_path: Path, webhook: str) -> list[int]
         return []
     told = []
     with locked(state_path):
-        sent: dict[str, str] = read_json(state_path) if state_path.exists() else {}
+        before: dict[str, str] = read_json(state_path) if state_path.exists() else {}
+        sent = dict(before)
         current = {str(r.taxonomy_id): r for r in registry.load()}
         for key, row in current.items():
             if not row.needs_attention or sent.get(key) == row.needs_attention:
@@ -38,8 +39,10 @@ def send_alerts(registry: Registry, state_path: Path, webhook: str) -> list[int]
                                          row.needs_attention)):
                 sent[key] = row.needs_attention
                 told.append(row.taxonomy_id)
-        sent = {k: v for k, v in sent.items() if k in current and current[k].needs_attention}
-        write_json(state_path, sent)
+        kept = {k: v for k, v in sent.items() if k in current and current[k].needs_attention}
+        # Runs after every job: rewrite (and fsync) only a change, or a file not made yet.
+        if kept != before or not state_path.exists():
+            write_json(state_path, kept)
     return told
 
 
