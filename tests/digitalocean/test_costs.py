@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from backend.compute.costs import Products, estimate
+from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
+
+from backend.compute.costs import Products, estimate, spent_today
 
 SIZE = {"price_hourly": 0.03571, "disk": 80, "transfer": 4, "vcpus": 2}
 GB = 10**9
@@ -32,3 +35,14 @@ def test_both_brings_home_more_than_reads_alone():
     both = estimate(chunks, SIZE, 50, 0.01, Products("both", 20, 2))
     assert both.egress_gib > reads.egress_gib
     assert both.saving_vs_reads < 0
+
+
+def test_the_daily_spend_counts_the_hours_assembly_keeps_droplets_alive():
+    now = datetime(2026, 11, 29, 12, tzinfo=UTC)
+    records = [SimpleNamespace(bytes=300 * GB, created_at=now - timedelta(hours=1)),
+               SimpleNamespace(bytes=300 * GB, created_at=now - timedelta(days=1))]  # yesterday
+    reads = spent_today(records, SIZE, now, 50, 0.0)
+    contigs = spent_today(records, SIZE, now, 50, 0.0, Products("assembly", 20, 2))
+    assert reads == estimate([300 * GB], SIZE, 50, 0.0).total > 0
+    assert contigs == estimate([300 * GB], SIZE, 50, 0.0, Products("assembly", 20, 2)).total
+    assert contigs > reads

@@ -111,8 +111,12 @@ def products_of(settings: Any, cores: int) -> Products:
 
 
 def spent_today(records: Sequence[Any], size: dict[str, float], now: datetime,
-                fetch_mbps: float, egress_price_per_gib: float) -> float:
-    """Estimate of today's spend (UTC day): the estimate of every droplet started today."""
+                fetch_mbps: float, egress_price_per_gib: float,
+                products: Products | None = None) -> float:
+    """Estimate of today's spend (UTC day): the estimate of every droplet started today, with
+    the hours its assembly keeps it alive."""
     midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
     today = [r.bytes for r in records if r.created_at >= midnight]
-    return estimate(today, size, fetch_mbps, egress_price_per_gib).total if today else 0.0
+    if not today:
+        return 0.0
+    return estimate(today, size, fetch_mbps, egress_price_per_gib, products).total

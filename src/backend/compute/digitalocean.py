@@ -170,9 +170,11 @@ class DigitalOceanBackend(ComputeBackend):
 
     def slots(self, live: Sequence[WorkerRecord]) -> int:
         mine = [r for r in live if r.backend == self.name]
+        size = self.size()
         spent = costs.spent_today(
             [r for r in WorkerStore.of(self.settings).all() if r.backend == self.name],
-            self.size(), utc_now(), self.settings.fetch_mbps, self.settings.egress_price_per_gib)
+            size, utc_now(), self.settings.fetch_mbps, self.settings.egress_price_per_gib,
+            costs.products_of(self.settings, int(size.get("vcpus", 1))))
         if spent >= self.settings.do_daily_spend_cap:
             return 0
         free = max(0, self.settings.max_workers - len(mine))
