@@ -25,8 +25,8 @@ def cmd_collect(args: argparse.Namespace, settings: Settings) -> int:
             print(f"note: taxon {row.taxonomy_id} needs attention ({row.needs_attention}); "
                   "collecting anyway because you asked")
     report = Collector.build(settings, make_backend(settings)).collect(args.id, force=True)
-    for row in rows:
-        export_taxon(settings, row.taxonomy_id)
+    for taxon_id in sorted(report.taxa):  # the files a person may look at next, now
+        export_taxon(settings, taxon_id)
     for name in report.collected:
         print(f"collected {name}")
     for name in report.lost:

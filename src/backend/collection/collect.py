@@ -46,6 +46,7 @@ class CollectReport:
     runs_fetched: int = 0
     runs_failed: int = 0
     bytes_fetched: int = 0
+    taxa: set[int] = field(default_factory=set)  # of the workers this pass looked at
 
 
 @dataclass
@@ -72,6 +73,7 @@ class Collector:
                 continue
             if record.taxon_id in parked and not force:
                 continue
+            report.taxa.add(record.taxon_id)
             try:
                 self._collect_one(record.name, report, now or utc_now())
             except OperationError as exc:
