@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import gzip
-import hashlib
 import json
 import os
 import re
@@ -33,6 +32,11 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from chunk_state import write_atomic
+from fetch_run import md5_file
 
 FASTQ = re.compile(r"^(?P<stem>.+?)(?P<mate>_[12])?\.(?:fastq|fq)(?:\.gz)?$")
 VERSION = re.compile(r"\d+(?:\.\d+)+")
@@ -308,14 +312,6 @@ def write_contigs(path: Path, run: str, contigs: list[tuple[str, str]]) -> None:
     os.replace(tmp, path)
 
 
-def md5_file(path: Path) -> str:
-    digest = hashlib.md5(usedforsecurity=False)
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def check_sanity(stats: Stats, min_contig: int, min_total: int, min_n50: int) -> None:
     if not stats.contigs:
         raise AssemblyFailed(f"no contigs of at least {min_contig} bp")
@@ -338,9 +334,7 @@ def report_path(run_dir: Path, run: str) -> Path:
 
 
 def write_json(path: Path, data: dict[str, object]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(data, indent=2) + "\n")
 
 
 def already_assembled(run_dir: Path, run: str) -> bool:
@@ -352,7 +346,7 @@ def already_assembled(run_dir: Path, run: str) -> bool:
         return False
     contigs = contigs_path(run_dir, run)
     return (report.get("status") == "assembled" and contigs.is_file()
-            and md5_file(contigs) == report.get("contigs_md5"))
+            and md5_file(contigs).hexdigest() == report.get("contigs_md5"))
 
 
 def assemble(run_dir: Path, report: Report, assembler: Assembler, timeout: float) -> None:
@@ -382,7 +376,7 @@ def assemble(run_dir: Path, report: Report, assembler: Assembler, timeout: float
     check_sanity(stats, report.limits.min_contig, report.min_total_length, report.min_n50)
     contigs = contigs_path(run_dir, report.run)
     write_contigs(contigs, report.run, kept)
-    values.update(contigs_file=contigs.name, contigs_md5=md5_file(contigs),
+    values.update(contigs_file=contigs.name, contigs_md5=md5_file(contigs).hexdigest(),
                   contigs_bytes=contigs.stat().st_size)
 
 
