@@ -329,10 +329,13 @@ def _run(parser: argparse.ArgumentParser, argv: Sequence[str] | None,
         settings = load_settings()
         if getattr(args, "preflight", False):
             preflight(settings)
-        if args.func not in (cmd_serve, cmd_demo):
+        if args.func not in (cmd_serve, cmd_demo, cmd_healthcheck):
             _setup_logs(settings)  # logs go to files; the console gets plain lines
-        # Opening the database brings an older data directory into it, whatever the command.
-        database_of(settings).connection()
+        # Opening the database brings an older data directory into it, whatever the command
+        # that reads or writes state: not the demo (its own temporary folder) nor Docker's
+        # healthcheck (an HTTP request every few seconds).
+        if args.func not in (cmd_demo, cmd_healthcheck):
+            database_of(settings).connection()
         return args.func(args, settings)
     except MicrofetchError as exc:
         print(f"error: {exc}", file=sys.stderr)
